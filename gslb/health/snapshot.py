@@ -1,0 +1,55 @@
+"""Immutable view of target health, swapped by reference.
+
+The DNS hot path reads `current` without awaiting anything; a health change builds a new
+snapshot with a higher epoch, so answers cached under an older epoch are never served again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal
+
+State = Literal["up", "down", "unknown"]
+
+
+@dataclass(frozen=True)
+class TargetHealth:
+    state: State
+    reason: str = ""
+    # Per-region view ({region: "up"|"down"|"unknown"}), for status and explain.
+    regions: Mapping[str, State] = field(default_factory=lambda: MappingProxyType({}))
+    since: float = 0.0
+
+
+@dataclass(frozen=True)
+class HealthSnapshot:
+    epoch: int
+    targets: Mapping[str, TargetHealth] = field(default_factory=lambda: MappingProxyType({}))
+
+    def state(self, target: str) -> State:
+        t = self.targets.get(target)
+        return t.state if t is not None else "unknown"
+
+    def with_states(self, states: Mapping[str, TargetHealth]) -> HealthSnapshot:
+        return HealthSnapshot(self.epoch + 1, MappingProxyType(dict(states)))
+
+
+EMPTY_SNAPSHOT = HealthSnapshot(0)
+
+
+class HealthHolder:
+    """Holds the current snapshot; writers replace it, readers just read `.current`."""
+
+    def __init__(self, initial: HealthSnapshot = EMPTY_SNAPSHOT) -> None:
+        self.current = initial
+        self._listeners: list = []
+
+    def publish(self, snapshot: HealthSnapshot) -> None:
+        self.current = snapshot
+        for listener in list(self._listeners):
+            listener(snapshot)
+
+    def subscribe(self, listener) -> None:  # type: ignore[no-untyped-def]
+        self._listeners.append(listener)
