@@ -1,0 +1,225 @@
+"""A DNS node: loads zones and config, builds the Responder, serves, reloads, runs workers.
+
+This is the composition root for `gslb dns`; it wires parts together and decides nothing
+about answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..errors import ConfigError
+from ..health.snapshot import HealthHolder
+from ..zone import ZoneSet, load_zones
+from .responder import Responder
+from .server import DnsServer, ResponderHolder, install_uvloop, make_socket
+from .settings import DnsSettings, parse_dns, parse_hostport
+
+log = logging.getLogger("gslb.dns")
+
+
+@dataclass
+class NodeOptions:
+    zones_dir: str = "zones"
+    config_path: str | None = None
+    listen: list[str] = field(default_factory=list)  # empty: from config, else 127.0.0.1:5300
+    geoip: str | None = None
+    workers: int | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)  # DnsSettings fields from the CLI
+
+
+@dataclass
+class Loaded:
+    """Everything one configuration generation consists of."""
+
+    responder: Responder
+    settings: DnsSettings
+    config: Any  # gslb.config.model.Config, or None when serving zones only
+    loaded_at: float
+
+
+def load_generation(options: NodeOptions, health: HealthHolder) -> Loaded:
+    """Read and validate zones and config; raises ConfigError with every reason found."""
+    zones = load_zones(options.zones_dir)
+    config = None
+    steering = None
+    raw_dns = None
+    if options.config_path:
+        from ..config.validate import load_config
+        from ..steering.engine import SteeringEngine
+
+        config = load_config(
+            options.config_path, zone_origins=set(zones), geoip_override=options.geoip
+        )
+        raw_dns = config.extra.get("dns")
+        locator = None
+        if config.geoip_path:
+            from ..geo.locate import Locator
+
+            locator = Locator(config.geoip_path, **_locator_kwargs(config))
+        steering = SteeringEngine(config, locator, health)
+    settings, reasons = parse_dns(raw_dns)
+    if reasons:
+        raise ConfigError(reasons)
+    settings = replace(settings, **options.overrides)
+    if options.listen:
+        settings = replace(settings, listen=tuple(options.listen))
+    if options.workers:
+        settings = replace(settings, workers=options.workers)
+    services = list(steering.services) if steering is not None else []
+    zoneset = ZoneSet(zones, services)
+    log.info(
+        "loaded %d zone(s) %s and %d service(s)%s",
+        len(zones),
+        ", ".join(sorted(zones)),
+        len(services),
+        f" from {options.config_path}" if options.config_path else "",
+    )
+    responder = Responder(zoneset, settings, steering, health)
+    return Loaded(responder, settings, config, time.time())
+
+
+def _locator_kwargs(config: Any) -> dict[str, Any]:
+    size = getattr(config, "geoip_cache_size", None)
+    return {"cache_size": size} if size else {}
+
+
+class DnsNode:
+    """One serving process: the server, the current generation, and reload."""
+
+    def __init__(
+        self, options: NodeOptions, reuse_port: bool = False, health: HealthHolder | None = None
+    ) -> None:
+        self.options = options
+        self.health = health or HealthHolder()
+        self.generation = load_generation(options, self.health)
+        self.holder = ResponderHolder(self.generation.responder)
+        self.server = DnsServer(self.holder, self.generation.settings, reuse_port=reuse_port)
+        self.reloads = 0
+        self.reload_failures = 0
+
+    async def start(self) -> None:
+        await self.server.start()
+
+    async def stop(self) -> None:
+        await self.server.stop()
+
+    def reload(self) -> bool:
+        """Re-read zones and config; on any error keep serving the previous generation."""
+        try:
+            generation = load_generation(self.options, self.health)
+        except ConfigError as exc:
+            self.reload_failures += 1
+            log.error("reload rejected, still serving the previous configuration:\n%s", exc)
+            return False
+        self.generation = generation
+        self.holder.current = generation.responder
+        self.reloads += 1
+        log.info("reload complete")
+        return True
+
+
+async def serve(options: NodeOptions, reuse_port: bool = False) -> int:
+    """Run one node until SIGINT/SIGTERM; SIGHUP reloads."""
+    node = DnsNode(options, reuse_port=reuse_port)
+    await node.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, node.reload)
+    await stop.wait()
+    log.info("stopping")
+    await node.stop()
+    return 0
+
+
+def run(options: NodeOptions) -> int:
+    """Entry point for `gslb dns`: one process, or a supervisor with N worker processes."""
+    try:
+        # Validate everything before binding a socket, and learn the worker count.
+        settings = load_generation(options, HealthHolder()).settings
+        if settings.workers <= 1:
+            return _run_loop(serve(options))
+    except ConfigError as exc:
+        print(f"gslb dns: configuration error:\n{exc}", file=sys.stderr)
+        return 2
+    return _supervise(options, settings)
+
+
+def _run_loop(coro: Any) -> int:
+    factory = install_uvloop()
+    if factory is not None:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return int(runner.run(coro))
+    return int(asyncio.run(coro))
+
+
+def _supervise(options: NodeOptions, settings: DnsSettings) -> int:
+    """Fork N workers that each bind the same ports with SO_REUSEPORT; restart any that dies."""
+    workers = settings.workers
+    listen = list(settings.listen)
+    # Bind once here so port 0 resolves to one port that every worker then shares.
+    placeholders = []
+    resolved = []
+    for item in listen:
+        host, port = parse_hostport(item)  # type: ignore[misc]
+        sock = make_socket(host, port, socket.SOCK_STREAM, reuse_port=True)
+        placeholders.append(sock)
+        port = sock.getsockname()[1]
+        resolved.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    worker_options = replace(options, listen=resolved, workers=1)
+    children: dict[int, int] = {}
+
+    def spawn(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            for sock in placeholders:
+                sock.close()
+            signal.signal(signal.SIGHUP, signal.SIG_DFL)
+            os.environ["GSLB_WORKER"] = str(index)
+            code = _run_loop(serve(worker_options, reuse_port=True))
+            os._exit(code)
+        children[pid] = index
+
+    for index in range(workers):
+        spawn(index)
+    stopping = False
+
+    def forward(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        if signum in (signal.SIGINT, signal.SIGTERM):
+            stopping = True
+        for pid in children:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, forward)
+    time.sleep(0.5)
+    for sock in placeholders:
+        sock.close()
+    log.info("supervising %d workers on %s", workers, ", ".join(resolved))
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        index = children.pop(pid, None)
+        if index is not None and not stopping:
+            log.error("worker %d exited with status %d; restarting it", index, status)
+            time.sleep(0.5)
+            spawn(index)
+    return 0

@@ -1,0 +1,381 @@
+"""Turn query bytes into response bytes.
+
+Three layers, cheapest first:
+1. the packet cache: the query's bytes after the ID -> the response's bytes after the ID, for
+   answers that depend on nothing but the query (PowerDNS calls this a packet cache);
+2. the answer cache: (name, type, steering key) -> a rendered answer, patched per query for the
+   ID, RD/CD flags, the question's case, the OPT record and truncation;
+3. a miss: zone lookup, steering decision and one dnspython render.
+Every rcode decision that is not the zone's lives here.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import dns.flags
+import dns.message
+import dns.name
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+from ..zone.lookup import Kind, LookupResult, ZoneSet
+from . import wire
+from .settings import DnsSettings
+
+log = logging.getLogger("gslb.dns")
+
+CLASS_IN = 1
+CLASS_CH = 3
+TYPE_A = 1
+TYPE_AAAA = 28
+TYPE_TXT = 16
+TYPE_ANY = 255
+ZONE_TRANSFER_TYPES = {251, 252}  # IXFR, AXFR: not offered
+CHAOS_VERSION_NAMES = {b"\x07version\x04bind\x00", b"\x07version\x06server\x00"}
+CHAOS_ID_NAMES = {b"\x02id\x06server\x00", b"\x08hostname\x04bind\x00"}
+
+
+class Steering(Protocol):
+    """What the responder needs from gslb.steering (SteeringEngine)."""
+
+    services: Any
+
+    def decide(self, service: Any, address: bytes, prefix: int) -> Any: ...
+
+
+class Rendered:
+    """A response rendered once, without ID and OPT; patched per query."""
+
+    __slots__ = ("flags", "qname", "body", "body_reduced", "kind", "rrl_key")
+
+    def __init__(
+        self,
+        flags: int,
+        qname: bytes,
+        body: bytes,
+        body_reduced: bytes | None,
+        kind: Kind,
+        rrl_key: bytes,
+    ) -> None:
+        self.flags = flags  # QR, AA and the rcode
+        self.qname = qname  # the question name's bytes as rendered (for the case patch)
+        self.body = body  # from the QDCOUNT field on; ARCOUNT excludes our OPT
+        self.body_reduced = body_reduced  # without optional additional records, if any
+        self.kind = kind
+        self.rrl_key = rrl_key
+
+
+@dataclass
+class _ServicePlan:
+    """A name that resolves (perhaps via CNAMEs) to a GSLB service."""
+
+    service: Any
+    lookup: LookupResult
+
+
+@dataclass
+class Stats:
+    queries: int = 0
+    packet_hits: int = 0
+    answer_hits: int = 0
+    renders: int = 0
+    dropped: int = 0
+    errors: int = 0
+    rcodes: dict[int, int] = field(default_factory=dict)
+
+
+class Responder:
+    """Answers queries from one immutable configuration (zones, services, settings).
+
+    A reload builds a new Responder and swaps it in; the old one's caches go with it.
+    """
+
+    def __init__(
+        self,
+        zones: ZoneSet,
+        settings: DnsSettings | None = None,
+        steering: Steering | None = None,
+        health: Any = None,
+    ) -> None:
+        self.zones = zones
+        self.settings = settings or DnsSettings()
+        self.steering = steering
+        self.health = health  # HealthHolder: GSLB packet-cache entries live for one epoch
+        self.stats = Stats()
+        self._packets: dict[bytes, bytes] = {}
+        self._gslb_packets: dict[bytes, bytes] = {}
+        self._gslb_epoch = -1
+        self._plans: dict[tuple[bytes, int], Rendered | _ServicePlan] = {}
+        self._answers: dict[tuple[bytes, int, Hashable], Rendered] = {}
+        self._max_packets = self.settings.packet_cache_size
+        self._max_answers = self.settings.answer_cache_size
+
+    # -- entry points ------------------------------------------------------------------------
+
+    def handle_udp(self, data: bytes, client: str) -> bytes | None:
+        """One UDP datagram from `client` (text address) -> the datagram to send, or None."""
+        self.stats.queries += 1
+        response = self._packets.get(data[2:])
+        if response is not None:
+            self.stats.packet_hits += 1
+            return data[:2] + response
+        if self.health is not None and self._gslb_packets:
+            if self._gslb_epoch != self.health.current.epoch:
+                self._gslb_packets.clear()
+            else:
+                response = self._gslb_packets.get(data[2:])
+                if response is not None:
+                    self.stats.packet_hits += 1
+                    return data[:2] + response
+        return self._answer(data, client, udp=True)
+
+    def handle_tcp(self, data: bytes, client: str) -> bytes | None:
+        self.stats.queries += 1
+        return self._answer(data, client, udp=False)
+
+    # -- the slow path ----------------------------------------------------------------------
+
+    def _answer(self, data: bytes, client: str, udp: bool) -> bytes | None:
+        try:
+            query = wire.parse_query(data)
+        except wire.Drop:
+            self.stats.dropped += 1
+            return None
+        try:
+            return self._respond(query, data, client, udp)
+        except Exception:  # a bug must cost one answer, never the server
+            self.stats.errors += 1
+            log.exception("internal error answering a query; sent SERVFAIL")
+            return wire.error_response(query, wire.SERVFAIL, with_question=True)
+
+    def _respond(self, query: wire.Query, data: bytes, client: str, udp: bool) -> bytes | None:
+        if query.error:
+            return self._error(query, query.error)
+        if query.tsig:
+            return self._error(query, wire.NOTAUTH)  # no TSIG keys are configured
+        if query.qclass != CLASS_IN:
+            if query.qclass == CLASS_CH:
+                return self._chaos(query, udp)
+            return self._error(query, wire.REFUSED)
+        if query.qtype in ZONE_TRANSFER_TYPES:
+            return self._error(query, wire.REFUSED)
+        assert query.qname is not None
+        qname_lower = query.qname.lower()
+        plan = self._plans.get((qname_lower, query.qtype))
+        if plan is None:
+            plan = self._plan(query.qname, qname_lower, query.qtype)
+            if len(self._plans) >= self._max_answers:
+                del self._plans[next(iter(self._plans))]
+            self._plans[(qname_lower, query.qtype)] = plan
+        else:
+            self.stats.answer_hits += 1
+        scope = 0
+        cache_packet = udp and query.cookie is None
+        gslb = False
+        if isinstance(plan, _ServicePlan):
+            address, prefix = self._client_subnet(query, client)
+            decision = self.steering.decide(plan.service, address, prefix)  # type: ignore[union-attr]
+            scope = decision.scope_prefix
+            rendered = self._service_answer(query, qname_lower, plan, decision)
+            gslb = True
+            cache_packet = (
+                cache_packet and query.ecs is not None and getattr(decision, "deterministic", False)
+            )
+        else:
+            rendered = plan
+        response = self._finish(query, rendered, scope, udp)
+        if cache_packet:
+            self._remember_packet(data, response, gslb)
+        return response
+
+    def _client_subnet(self, query: wire.Query, client: str) -> tuple[bytes, int]:
+        if query.ecs is not None:
+            return query.ecs.address, query.ecs.source_prefix
+        if ":" in client:
+            packed = socket.inet_pton(socket.AF_INET6, client.partition("%")[0])
+            if packed[:12] == b"\x00" * 10 + b"\xff\xff":
+                return packed[12:], 32
+            return packed, 128
+        return socket.inet_aton(client), 32
+
+    def _remember_packet(self, data: bytes, response: bytes, gslb: bool) -> None:
+        if self._max_packets <= 0:
+            return
+        if gslb:
+            if self.health is None:
+                return
+            cache = self._gslb_packets
+            self._gslb_epoch = self.health.current.epoch
+        else:
+            cache = self._packets
+        if len(cache) >= self._max_packets:
+            del cache[next(iter(cache))]
+        cache[data[2:]] = response[2:]
+
+    # -- assembling the final bytes ----------------------------------------------------------
+
+    def _finish(self, query: wire.Query, rendered: Rendered, scope: int, udp: bool) -> bytes:
+        flags = rendered.flags | (query.flags & (wire.RD | wire.CD))
+        body = rendered.body
+        if query.qname != rendered.qname:
+            # Keep the question's case as the client sent it (0x20 randomisation relies on it).
+            end = 8 + len(query.qname)  # type: ignore[arg-type]
+            body = body[:8] + query.qname + body[end:]  # type: ignore[operator]
+        opt = self._opt(query, scope, 0) if query.edns else b""
+        if opt:
+            body = _add_arcount(body, 1)
+        if udp:
+            limit = min(query.payload, self.settings.edns_payload) if query.edns else 512
+            if 4 + len(body) + len(opt) > limit:
+                reduced = rendered.body_reduced
+                if reduced is not None:
+                    if query.qname != rendered.qname:
+                        end = 8 + len(query.qname)  # type: ignore[arg-type]
+                        reduced = reduced[:8] + query.qname + reduced[end:]  # type: ignore[operator]
+                    if opt:
+                        reduced = _add_arcount(reduced, 1)
+                if reduced is not None and 4 + len(reduced) + len(opt) <= limit:
+                    body = reduced
+                else:
+                    # RFC 1035 4.2.1 / RFC 2181 9: set TC and send no partial RRsets.
+                    flags |= wire.TC
+                    question = body[8 : 8 + len(query.qname) + 4]  # type: ignore[arg-type]
+                    body = struct.pack("!HHHH", 1, 0, 0, 1 if opt else 0) + question
+        rcode = flags & 0xF
+        self.stats.rcodes[rcode] = self.stats.rcodes.get(rcode, 0) + 1
+        return struct.pack("!HH", query.id, flags) + body + opt
+
+    def _opt(self, query: wire.Query, scope: int, extended_rcode: int) -> bytes:
+        options = query.ecs.option(scope) if query.ecs is not None else b""
+        return wire.build_opt(self.settings.edns_payload, extended_rcode, query.do, options)
+
+    def _error(self, query: wire.Query, rcode: int) -> bytes:
+        opt = b""
+        if query.edns and query.error != wire.FORMERR:
+            opt = self._opt(query, 0, rcode >> 4)
+        self.stats.rcodes[rcode] = self.stats.rcodes.get(rcode, 0) + 1
+        with_question = query.error != wire.FORMERR or query.qname is not None
+        return wire.error_response(query, rcode, with_question=with_question, opt=opt)
+
+    # -- rendering on a miss -----------------------------------------------------------------
+
+    def _plan(self, qname_wire: bytes, qname_lower: bytes, qtype: int) -> Rendered | _ServicePlan:
+        qname, _ = dns.name.from_wire(qname_wire, 0)
+        result = self.zones.lookup(qname, qtype)
+        if result.kind is Kind.SERVICE and self.steering is not None:
+            service = self.steering.services.get(result.service)
+            if service is not None:
+                return _ServicePlan(service, result)
+        if result.kind is Kind.SERVICE:
+            # A service name without a steering engine: no addresses to give.
+            result = LookupResult(Kind.NODATA, zone=result.zone, answer=result.answer)
+            zone = self.zones.find_zone(qname)
+            if zone is not None:
+                result.authority.append(zone.negative_soa)
+        return self._render(qname, qtype, result)
+
+    def _render(
+        self, qname: dns.name.Name, qtype: int, result: LookupResult, rcode: int | None = None
+    ) -> Rendered:
+        self.stats.renders += 1
+        if rcode is None:
+            rcode = {
+                Kind.NXDOMAIN: wire.NXDOMAIN,
+                Kind.REFUSED: wire.REFUSED,
+            }.get(result.kind, wire.NOERROR)
+        message = dns.message.Message(id=0)
+        message.flags = dns.flags.QR | (dns.flags.AA if result.authoritative else 0)
+        message.set_rcode(rcode)
+        message.question.append(dns.rrset.RRset(qname, dns.rdataclass.IN, qtype))
+        message.answer.extend(result.answer)
+        message.authority.extend(result.authority)
+        message.additional.extend(result.additional)
+        full = message.to_wire()
+        reduced = None
+        if result.additional and not result.additional_required:
+            message.additional = []
+            reduced = message.to_wire()[4:]
+        flags = struct.unpack_from("!H", full, 2)[0]
+        qname_wire = qname.to_wire()
+        if result.kind is Kind.NXDOMAIN:
+            rrl_key = (result.zone or dns.name.root).to_wire().lower()
+        elif result.kind is Kind.DELEGATION:
+            rrl_key = result.authority[0].name.to_wire().lower()
+        else:
+            rrl_key = qname_wire.lower()
+        return Rendered(flags, qname_wire, full[4:], reduced, result.kind, rrl_key)
+
+    def _service_answer(
+        self, query: wire.Query, qname_lower: bytes, plan: _ServicePlan, decision: Any
+    ) -> Rendered:
+        key = (qname_lower, query.qtype, decision.key)
+        rendered = self._answers.get(key)
+        if rendered is not None:
+            return rendered
+        qname, _ = dns.name.from_wire(query.qname, 0)  # type: ignore[arg-type]
+        lookup = plan.lookup
+        result = LookupResult(Kind.ANSWER, zone=lookup.zone, answer=list(lookup.answer))
+        rcode = None
+        owner = dns.name.from_text(plan.lookup.service)
+        if decision.outcome == "servfail":
+            result = LookupResult(Kind.ANSWER, zone=lookup.zone, answer=list(lookup.answer))
+            rcode = wire.SERVFAIL
+        else:
+            rdtype = TYPE_AAAA if query.qtype == TYPE_AAAA else TYPE_A
+            addresses = decision.ipv6 if rdtype == TYPE_AAAA else decision.ipv4
+            if decision.outcome == "answer" and addresses:
+                rrset = dns.rrset.RRset(owner, dns.rdataclass.IN, rdtype)
+                rrset.update_ttl(decision.ttl)
+                for address in addresses:
+                    rrset.add(dns.rdata.from_text(dns.rdataclass.IN, rdtype, address))
+                result.answer.append(rrset)
+            else:
+                result.kind = Kind.NODATA if not result.answer else Kind.ANSWER
+                zone = self.zones.find_zone(owner)
+                if zone is not None:
+                    result.authority.append(zone.negative_soa)
+        rendered = self._render(qname, query.qtype, result, rcode)
+        if len(self._answers) >= self._max_answers:
+            del self._answers[next(iter(self._answers))]
+        self._answers[key] = rendered
+        return rendered
+
+    def _chaos(self, query: wire.Query, udp: bool) -> bytes:
+        assert query.qname is not None
+        name = query.qname.lower()
+        text = None
+        if query.qtype in (TYPE_TXT, TYPE_ANY):
+            if name in CHAOS_VERSION_NAMES:
+                text = self.settings.chaos_version
+            elif name in CHAOS_ID_NAMES:
+                text = self.settings.chaos_id
+        if text is None:
+            return self._error(query, wire.REFUSED)
+        qname, _ = dns.name.from_wire(query.qname, 0)
+        message = dns.message.Message(id=0)
+        message.flags = dns.flags.QR | dns.flags.AA
+        message.question.append(dns.rrset.RRset(qname, dns.rdataclass.CH, query.qtype))
+        rrset = dns.rrset.RRset(qname, dns.rdataclass.CH, dns.rdatatype.TXT)
+        rrset.add(dns.rdata.from_text(dns.rdataclass.CH, dns.rdatatype.TXT, _quote(text)))
+        message.answer.append(rrset)
+        full = message.to_wire()
+        flags = struct.unpack_from("!H", full, 2)[0]
+        rendered = Rendered(flags, query.qname, full[4:], None, Kind.ANSWER, name)
+        return self._finish(query, rendered, 0, udp)
+
+
+def _add_arcount(body: bytes, extra: int) -> bytes:
+    arcount = struct.unpack_from("!H", body, 6)[0] + extra
+    return body[:6] + struct.pack("!H", arcount) + body[8:]
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

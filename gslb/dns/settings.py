@@ -1,0 +1,96 @@
+"""The `dns:` section of the config file: listeners, EDNS, TCP limits, caches, CHAOS names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from ..config.yaml_loader import MarkedDict, mark_of
+from ..errors import Reason
+
+
+@dataclass(frozen=True)
+class DnsSettings:
+    listen: tuple[str, ...] = ("127.0.0.1:5300",)
+    workers: int = 1
+    edns_payload: int = 1232  # advertised and largest UDP answer (DNS flag day 2020)
+    tcp_idle_timeout: float = 10.0  # seconds a connection may wait for its next complete query
+    tcp_max_connections: int = 1024
+    tcp_max_per_client: int = 32
+    packet_cache_size: int = 100_000  # raw query -> response entries
+    answer_cache_size: int = 100_000  # rendered answers per (name, type, steering key)
+    receive_buffer: int = 8 * 1024 * 1024  # UDP socket buffer: default buffers drop bursts
+    chaos_version: str | None = None  # CHAOS TXT version.bind / version.server; None = REFUSED
+    chaos_id: str | None = None  # CHAOS TXT id.server / hostname.bind; None = REFUSED
+    query_log_sample: float = 0.0  # fraction of queries logged (0 = off)
+
+
+_LIMITS: dict[str, tuple[float, float]] = {
+    "workers": (1, 256),
+    "edns_payload": (512, 4096),
+    "tcp_idle_timeout": (0.1, 3600),
+    "tcp_max_connections": (1, 1_000_000),
+    "tcp_max_per_client": (1, 1_000_000),
+    "packet_cache_size": (0, 10_000_000),
+    "answer_cache_size": (1, 10_000_000),
+    "receive_buffer": (65536, 1 << 30),
+    "query_log_sample": (0.0, 1.0),
+}
+
+
+def parse_dns(raw: Any) -> tuple[DnsSettings, list[Reason]]:
+    """Validate the `dns:` mapping; every problem is returned, nothing is raised."""
+    settings = DnsSettings()
+    if raw is None:
+        return settings, []
+    if not isinstance(raw, dict):
+        return settings, [Reason(mark_of(raw), "dns", "must be a mapping")]
+    reasons: list[Reason] = []
+    known = {f.name: f for f in fields(DnsSettings)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        where = raw.mark_of(key) if isinstance(raw, MarkedDict) else None
+        if key not in known:
+            reasons.append(Reason(where, f"dns.{key}", "unknown key"))
+            continue
+        default = getattr(settings, key)
+        if key == "listen":
+            items = [value] if isinstance(value, str) else value
+            if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+                reasons.append(Reason(where, "dns.listen", "must be HOST:PORT or a list of them"))
+                continue
+            problems = [i for i in items if parse_hostport(i) is None]
+            if problems:
+                reasons.append(Reason(where, "dns.listen", f"not HOST:PORT: {problems[0]!r}"))
+                continue
+            values[key] = tuple(items)
+        elif key.startswith("chaos_"):
+            if value is not None and not isinstance(value, str):
+                reasons.append(Reason(where, f"dns.{key}", "must be a string"))
+                continue
+            values[key] = value
+        else:
+            expected = float if isinstance(default, float) else int
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                reasons.append(Reason(where, f"dns.{key}", f"must be a {expected.__name__}"))
+                continue
+            if expected is int and not isinstance(value, int):
+                reasons.append(Reason(where, f"dns.{key}", "must be a whole number"))
+                continue
+            low, high = _LIMITS[key]
+            if not low <= value <= high:
+                reasons.append(Reason(where, f"dns.{key}", f"must be between {low} and {high}"))
+                continue
+            values[key] = expected(value)
+    return replace(settings, **values), reasons
+
+
+def parse_hostport(text: str) -> tuple[str, int] | None:
+    """'127.0.0.1:5300' or '[::1]:5300' -> (host, port); None when malformed."""
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+    else:
+        host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        return None
+    return host, int(port)
