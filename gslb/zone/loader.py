@@ -13,7 +13,9 @@ import dns.exception
 import dns.name
 import dns.rdataclass
 import dns.rdatatype
+import dns.tokenizer
 import dns.zone
+import dns.zonefile
 
 from ..errors import Mark, Reason, ZoneError
 
@@ -26,16 +28,19 @@ def load_zone_file(path: str | Path, origin: str | None = None) -> dns.zone.Zone
     origin_text = origin or path.name.removesuffix(".zone")
     if not origin_text.endswith("."):
         origin_text += "."
+    tokenizer: _LineTrackingTokenizer | None = None
     try:
-        zone = dns.zone.from_file(
-            str(path), origin=origin_text, relativize=False, check_origin=True
-        )
+        text = path.read_text(encoding="utf-8")
+        zone = dns.zone.Zone(dns.name.from_text(origin_text), relativize=False)
+        with zone.writer(True) as txn:
+            tokenizer = _LineTrackingTokenizer(text, str(path))
+            dns.zonefile.Reader(tokenizer, dns.rdataclass.IN, txn, allow_include=False).read()
+        zone.check_origin()
     except dns.exception.SyntaxError as exc:
         match = _LINE_PREFIX.match(str(exc))
-        if match:
-            mark = Mark(str(path), int(match["line"]))
-            raise ZoneError(Reason(mark, "", match["detail"])) from None
-        raise ZoneError(Reason(Mark(str(path), 0), "", str(exc))) from None
+        detail = match["detail"] if match else str(exc)
+        line = tokenizer.token_line if tokenizer is not None else 0
+        raise ZoneError(Reason(Mark(str(path), line), "", detail)) from None
     except dns.zone.NoSOA:
         raise ZoneError(
             Reason(Mark(str(path), 0), "SOA", f"no SOA at origin {origin_text}")
@@ -44,12 +49,28 @@ def load_zone_file(path: str | Path, origin: str | None = None) -> dns.zone.Zone
         raise ZoneError(
             Reason(Mark(str(path), 0), "NS", f"no NS at origin {origin_text}")
         ) from None
+    except UnicodeDecodeError:
+        raise ZoneError(Reason(Mark(str(path), 0), "", "not UTF-8 text")) from None
     except OSError as exc:
         raise ZoneError(Reason(Mark(str(path), 0), "", f"cannot read: {exc.strerror}")) from None
     except dns.exception.DNSException as exc:
         raise ZoneError(Reason(Mark(str(path), 0), "", str(exc) or type(exc).__name__)) from None
     _check_cname_exclusive(zone, path)
     return zone
+
+
+class _LineTrackingTokenizer(dns.tokenizer.Tokenizer):
+    """Remembers the line of the last real token: dnspython reports the line after an
+    end-of-line it has already consumed, which points one line past a bad record."""
+
+    token_line = 0
+
+    def get(self, want_leading: bool = False, want_comment: bool = False) -> dns.tokenizer.Token:
+        token = super().get(want_leading, want_comment)
+        if not token.is_eol_or_eof() and not token.is_whitespace():
+            # A token ended by a newline has already counted it (the newline is ungotten).
+            self.token_line = self.line_number - (self.ungotten_char == "\n")
+        return token
 
 
 def _check_cname_exclusive(zone: dns.zone.Zone, path: Path) -> None:

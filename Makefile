@@ -1,0 +1,37 @@
+# Two commands for a newcomer: `make run` (the whole example stack) and `make test` (the suite).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: run test setup system-tools lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+setup: $(STAMP)
+
+# Tools the tests drive from outside (dig, headless Chromium); installed once with apt-get.
+system-tools:
+	bash .ci/system-tools
+
+run: setup
+	$(BIN)/gslb run
+
+test: setup system-tools
+	$(BIN)/ruff check gslb tests bench
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check gslb tests bench
+	$(BIN)/ruff format --check gslb tests bench
+
+bench: setup
+	bash bench/dns_bench.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
