@@ -48,7 +48,8 @@ def test_zone_without_soa_is_rejected(tmp_path: Path) -> None:
 
 def test_cname_with_other_data_is_rejected(tmp_path: Path) -> None:
     (tmp_path / "c.test.zone").write_text(
-        "$ORIGIN c.test.\n@ 300 IN SOA ns1 h 1 2 3 4 5\n@ IN NS ns1\nx IN CNAME y\nx IN A 192.0.2.1\n"
+        "$ORIGIN c.test.\n@ 300 IN SOA ns1 h 1 2 3 4 5\n@ IN NS ns1\n"
+        "x IN CNAME y\nx IN A 192.0.2.1\n"
     )
     with pytest.raises(ZoneError):
         load_zones(tmp_path)
