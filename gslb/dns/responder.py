@@ -11,9 +11,11 @@ Every rcode decision that is not the zone's lives here.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import socket
 import struct
+import time
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -54,7 +56,7 @@ class Steering(Protocol):
 class Rendered:
     """A response rendered once, without ID and OPT; patched per query."""
 
-    __slots__ = ("flags", "qname", "body", "body_reduced", "kind", "rrl_key")
+    __slots__ = ("flags", "qname", "body", "body_edns", "body_reduced", "kind", "rrl_key")
 
     def __init__(
         self,
@@ -68,6 +70,7 @@ class Rendered:
         self.flags = flags  # QR, AA and the rcode
         self.qname = qname  # the question name's bytes as rendered (for the case patch)
         self.body = body  # from the QDCOUNT field on; ARCOUNT excludes our OPT
+        self.body_edns = _add_arcount(body, 1)  # the same with room counted for our OPT
         self.body_reduced = body_reduced  # without optional additional records, if any
         self.kind = kind
         self.rrl_key = rrl_key
@@ -81,15 +84,46 @@ class _ServicePlan:
     lookup: LookupResult
 
 
+class _Packet:
+    """A packet-cache entry: the response after the ID, what it counts as, and its hits."""
+
+    __slots__ = ("response", "labels", "hits")
+
+    def __init__(self, response: bytes, labels: tuple[int, int, str, str]) -> None:
+        self.response = response
+        self.labels = labels
+        self.hits = 0
+
+
+# Latency is timed for one query in LATENCY_SAMPLE, so timing costs nothing measurable.
+LATENCY_SAMPLE = 64
+LATENCY_BOUNDS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01)
+
+
 @dataclass
 class Stats:
+    """Plain counters: the hot path only adds to ints; exporters read them at scrape time."""
+
     queries: int = 0
     packet_hits: int = 0
     answer_hits: int = 0
     renders: int = 0
     dropped: int = 0
     errors: int = 0
-    rcodes: dict[int, int] = field(default_factory=dict)
+    # (qtype, rcode, service, first datacenter) -> answers sent, outside the packet cache
+    answers: dict[tuple[int, int, str, str], int] = field(default_factory=dict)
+    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BOUNDS) + 1))
+    latency_sum: float = 0.0
+    latency_samples: int = 0
+
+    def count(self, labels: tuple[int, int, str, str], hits: int = 1) -> None:
+        self.answers[labels] = self.answers.get(labels, 0) + hits
+
+    def observe_latency(self, seconds: float) -> None:
+        index = bisect.bisect_left(LATENCY_BOUNDS, seconds)
+        self.latency_counts[index] += 1
+        self.latency_sum += seconds
+        self.latency_samples += 1
 
 
 class Responder:
@@ -110,8 +144,8 @@ class Responder:
         self.steering = steering
         self.health = health  # HealthHolder: GSLB packet-cache entries live for one epoch
         self.stats = Stats()
-        self._packets: dict[bytes, bytes] = {}
-        self._gslb_packets: dict[bytes, bytes] = {}
+        self._packets: dict[bytes, _Packet] = {}
+        self._gslb_packets: dict[bytes, _Packet] = {}
         self._gslb_epoch = -1
         self._plans: dict[tuple[bytes, int], Rendered | _ServicePlan] = {}
         self._answers: dict[tuple[bytes, int, Hashable], Rendered] = {}
@@ -122,24 +156,54 @@ class Responder:
 
     def handle_udp(self, data: bytes, client: str) -> bytes | None:
         """One UDP datagram from `client` (text address) -> the datagram to send, or None."""
-        self.stats.queries += 1
-        response = self._packets.get(data[2:])
-        if response is not None:
-            self.stats.packet_hits += 1
-            return data[:2] + response
+        stats = self.stats
+        stats.queries += 1
+        if not stats.queries % LATENCY_SAMPLE:
+            started = time.perf_counter()
+            response = self._udp(data, client)
+            stats.observe_latency(time.perf_counter() - started)
+            return response
+        return self._udp(data, client)
+
+    def _udp(self, data: bytes, client: str) -> bytes | None:
+        packet = self._packets.get(data[2:])
+        if packet is not None:
+            packet.hits += 1
+            return data[:2] + packet.response
         if self.health is not None and self._gslb_packets:
             if self._gslb_epoch != self.health.current.epoch:
+                self._fold(self._gslb_packets)
                 self._gslb_packets.clear()
             else:
-                response = self._gslb_packets.get(data[2:])
-                if response is not None:
-                    self.stats.packet_hits += 1
-                    return data[:2] + response
+                packet = self._gslb_packets.get(data[2:])
+                if packet is not None:
+                    packet.hits += 1
+                    return data[:2] + packet.response
         return self._answer(data, client, udp=True)
 
     def handle_tcp(self, data: bytes, client: str) -> bytes | None:
         self.stats.queries += 1
         return self._answer(data, client, udp=False)
+
+    def answer_counts(self) -> dict[tuple[int, int, str, str], int]:
+        """Answers sent so far by (qtype, rcode, service, datacenter), cache hits included."""
+        counts = dict(self.stats.answers)
+        for cache in (self._packets, self._gslb_packets):
+            for packet in list(cache.values()):
+                if packet.hits:
+                    counts[packet.labels] = counts.get(packet.labels, 0) + packet.hits
+        return counts
+
+    def cache_counts(self) -> tuple[int, int]:
+        """(hits, misses) over both caches: packet and answer hits against renders."""
+        caches = (self._packets, self._gslb_packets)
+        hits = self.stats.answer_hits + sum(p.hits for c in caches for p in c.values())
+        return hits, self.stats.renders
+
+    def _fold(self, cache: dict[bytes, _Packet]) -> None:
+        for packet in cache.values():
+            if packet.hits:
+                self.stats.count(packet.labels, packet.hits)
 
     # -- the slow path ----------------------------------------------------------------------
 
@@ -179,21 +243,24 @@ class Responder:
             self.stats.answer_hits += 1
         scope = 0
         cache_packet = udp and query.cookie is None
-        gslb = False
+        service = datacenter = ""
         if isinstance(plan, _ServicePlan):
             address, prefix = self._client_subnet(query, client)
             decision = self.steering.decide(plan.service, address, prefix)  # type: ignore[union-attr]
             scope = decision.scope_prefix
             rendered = self._service_answer(query, qname_lower, plan, decision)
-            gslb = True
+            service = plan.lookup.service or ""
+            datacenter = decision.datacenters[0] if decision.datacenters else ""
             cache_packet = (
                 cache_packet and query.ecs is not None and getattr(decision, "deterministic", False)
             )
         else:
             rendered = plan
         response = self._finish(query, rendered, scope, udp)
+        labels = (query.qtype, response[3] & 0xF, service, datacenter)
         if cache_packet:
-            self._remember_packet(data, response, gslb)
+            self._remember_packet(data, response, labels, gslb=bool(service))
+        self.stats.count(labels)
         return response
 
     def _client_subnet(self, query: wire.Query, client: str) -> tuple[bytes, int]:
@@ -206,32 +273,42 @@ class Responder:
             return packed, 128
         return socket.inet_aton(client), 32
 
-    def _remember_packet(self, data: bytes, response: bytes, gslb: bool) -> None:
+    def _remember_packet(
+        self, data: bytes, response: bytes, labels: tuple[int, int, str, str], gslb: bool
+    ) -> None:
         if self._max_packets <= 0:
             return
         if gslb:
             if self.health is None:
                 return
             cache = self._gslb_packets
-            self._gslb_epoch = self.health.current.epoch
+            if self._gslb_epoch != self.health.current.epoch:
+                self._fold(cache)
+                cache.clear()
+                self._gslb_epoch = self.health.current.epoch
         else:
             cache = self._packets
         if len(cache) >= self._max_packets:
-            del cache[next(iter(cache))]
-        cache[data[2:]] = response[2:]
+            oldest = next(iter(cache))
+            evicted = cache.pop(oldest)
+            if evicted.hits:
+                self.stats.count(evicted.labels, evicted.hits)
+        cache[data[2:]] = _Packet(response[2:], labels)
 
     # -- assembling the final bytes ----------------------------------------------------------
 
     def _finish(self, query: wire.Query, rendered: Rendered, scope: int, udp: bool) -> bytes:
         flags = rendered.flags | (query.flags & (wire.RD | wire.CD))
-        body = rendered.body
+        if query.edns:
+            body = rendered.body_edns
+            opt = self._opt(query, scope, 0)
+        else:
+            body = rendered.body
+            opt = b""
         if query.qname != rendered.qname:
             # Keep the question's case as the client sent it (0x20 randomisation relies on it).
             end = 8 + len(query.qname)  # type: ignore[arg-type]
             body = body[:8] + query.qname + body[end:]  # type: ignore[operator]
-        opt = self._opt(query, scope, 0) if query.edns else b""
-        if opt:
-            body = _add_arcount(body, 1)
         if udp:
             limit = min(query.payload, self.settings.edns_payload) if query.edns else 512
             if 4 + len(body) + len(opt) > limit:
@@ -249,8 +326,6 @@ class Responder:
                     flags |= wire.TC
                     question = body[8 : 8 + len(query.qname) + 4]  # type: ignore[arg-type]
                     body = struct.pack("!HHHH", 1, 0, 0, 1 if opt else 0) + question
-        rcode = flags & 0xF
-        self.stats.rcodes[rcode] = self.stats.rcodes.get(rcode, 0) + 1
         return struct.pack("!HH", query.id, flags) + body + opt
 
     def _opt(self, query: wire.Query, scope: int, extended_rcode: int) -> bytes:
@@ -261,7 +336,7 @@ class Responder:
         opt = b""
         if query.edns and query.error != wire.FORMERR:
             opt = self._opt(query, 0, rcode >> 4)
-        self.stats.rcodes[rcode] = self.stats.rcodes.get(rcode, 0) + 1
+        self.stats.count((query.qtype, rcode & 0xF, "", ""))
         with_question = query.error != wire.FORMERR or query.qname is not None
         return wire.error_response(query, rcode, with_question=with_question, opt=opt)
 

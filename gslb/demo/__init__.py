@@ -1,0 +1,1 @@
+"""Demo parts for `gslb run`: small backends that say which datacenter answered."""
