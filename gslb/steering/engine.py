@@ -1,0 +1,391 @@
+"""SteeringEngine: (service, client network, health snapshot) -> Decision, cached.
+
+The decision itself is built from the pure steps in policies.py. This module adds the two
+things the DNS hot path needs: a bounded cache of deterministic decisions keyed by service and
+client network (dropped whenever the health epoch changes), and cheap per-query weighted picks
+from cached candidate weights. `explain()` runs the same steps with a narration attached.
+"""
+
+from __future__ import annotations
+
+import random
+from bisect import bisect_right
+from collections import OrderedDict
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import accumulate
+from typing import Any, Literal
+
+from ..config.model import Config, Datacenter
+from ..geo.locate import Location, Locator
+from ..health.snapshot import HealthHolder, HealthSnapshot
+from . import policies as P
+from .policies import Candidate
+from .service import Service
+
+Outcome = Literal["answer", "nodata", "servfail"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    datacenters: tuple[str, ...]
+    ipv4: tuple[str, ...]  # addresses in answer order (already limited by count)
+    ipv6: tuple[str, ...]
+    ttl: int
+    scope_prefix: int  # ECS scope: <= source prefix; 0 when the answer is client-independent
+    key: Hashable  # same key => same A/AAAA records
+    # False when this answer was drawn at random for this query (weighted policy): the same
+    # client may get a different answer next time, so it must not be cached per client.
+    deterministic: bool = True
+
+
+def make_decision(
+    outcome: Outcome,
+    datacenters: tuple[str, ...],
+    ipv4: tuple[str, ...],
+    ipv6: tuple[str, ...],
+    ttl: int,
+    scope: int,
+    deterministic: bool = True,
+) -> Decision:
+    key = (outcome, ipv4, ipv6)
+    return Decision(outcome, datacenters, ipv4, ipv6, ttl, scope, key, deterministic)
+
+
+class _Weighted:
+    """A cached weighted plan: healthy candidates and weights; one random pick per query."""
+
+    __slots__ = ("cands", "service", "scope", "cum", "total", "firsts", "memo")
+
+    def __init__(self, cands: list[Candidate], service: Service, scope: int) -> None:
+        self.cands = cands
+        self.service = service
+        self.scope = scope
+        self.cum = list(accumulate(c.weight for c in cands))
+        self.total = float(self.cum[-1])
+        self.memo: dict[tuple[str, ...], Decision] = {}
+        # When the first pick alone fixes the answer (the usual count=1 case), precompute one
+        # decision per first pick so a query costs one rng call and a bisect.
+        self.firsts: list[Decision] | None = None
+        if _first_pick_decides(cands, service):
+            self.firsts = [self._build([c, *[o for o in cands if o is not c]]) for c in cands]
+
+    def _build(self, ordered: Sequence[Candidate]) -> Decision:
+        used, v4, v6 = P.take_count(ordered, self.service.count, self.service.types)
+        return make_decision("answer", used, v4, v6, self.service.ttl, self.scope, False)
+
+    def pick(self, rng: random.Random) -> Decision:
+        firsts = self.firsts
+        if firsts is not None:
+            i = bisect_right(self.cum, rng.random() * self.total)
+            return firsts[i if i < len(firsts) else -1]
+        ordered = P.weighted_order(self.cands, rng)
+        k = tuple(c.name for c in ordered)
+        d = self.memo.get(k)
+        if d is None:
+            d = self._build(ordered)
+            if len(self.memo) < 4096:
+                self.memo[k] = d
+        return d
+
+
+def _first_pick_decides(cands: Sequence[Candidate], service: Service) -> bool:
+    for family, want in (("ipv4", "A" in service.types), ("ipv6", "AAAA" in service.types)):
+        if not want:
+            continue
+        sizes = [len(getattr(c.dc, family)) for c in cands]
+        if any(sizes) and min(sizes) < service.count:
+            return False
+    return True
+
+
+Entry = Decision | _Weighted
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    service: Service
+    uses_client: bool  # subnet rules or sticky hashing: decision depends on the client network
+    uses_location: bool  # geo rules or geoproximity: decision depends on the GeoIP location
+    has_subnets: bool
+    has_geos: bool
+    dc_cands: tuple[Candidate, ...]
+    tier_cands: tuple[tuple[Candidate, ...], ...]
+
+
+def compile_service(service: Service, dcs: Mapping[str, Datacenter]) -> _Compiled:
+    has_subnets = any(r.subnets for r in service.rules)
+    has_geos = any(r.geos for r in service.rules)
+    ordering = service.ordering
+    return _Compiled(
+        service=service,
+        uses_client=has_subnets or ordering == "sticky",
+        uses_location=has_geos or ordering == "geoproximity",
+        has_subnets=has_subnets,
+        has_geos=has_geos,
+        dc_cands=tuple(P.values_candidates(service.datacenters, dcs)),
+        tier_cands=tuple(tuple(P.values_candidates(t, dcs)) for t in service.tiers),
+    )
+
+
+class SteeringEngine:
+    """Decides answers for GSLB services. Cheap on a cache hit; never awaits."""
+
+    def __init__(
+        self,
+        config: Config,
+        locator: Locator | None,
+        health: HealthHolder,
+        rng: random.Random | None = None,
+        cache_size: int = 65536,
+    ) -> None:
+        self.config = config
+        self.services: Mapping[str, Service] = config.services
+        self.datacenters: Mapping[str, Datacenter] = config.datacenters
+        self.locator = locator
+        self.health = health
+        self._rng = rng if rng is not None else random.Random()
+        self._compiled: dict[str, _Compiled] = {
+            name: compile_service(svc, config.datacenters) for name, svc in config.services.items()
+        }
+        self._cache: OrderedDict[Hashable, Entry] = OrderedDict()
+        self._cache_size = max(1, cache_size)
+        self._snap: HealthSnapshot = health.current
+        self.hits = 0
+        self.misses = 0
+
+    # -- hot path -------------------------------------------------------------------------------
+
+    def decide(self, service: Service, address: bytes, prefix: int) -> Decision:
+        """The answer for `service` to a client network (ECS or source address, packed and
+        masked to `prefix`). prefix 0 means: do not use the client's location."""
+        snap = self.health.current
+        if snap is not self._snap:
+            # A new snapshot (new epoch): every cached decision may be wrong now.
+            self._cache.clear()
+            self._snap = snap
+        comp = self._compiled.get(service.name)
+        if comp is None or comp.service is not service:
+            comp = self._compiled[service.name] = compile_service(service, self.datacenters)
+        if comp.uses_client or comp.uses_location:
+            key: Hashable = (service.name, address, prefix)
+        else:
+            key = service.name
+        entry = self._cache.get(key)
+        if entry is None:
+            self.misses += 1
+            entry = self._miss(comp, key, address, prefix)
+        else:
+            self.hits += 1
+        if entry.__class__ is Decision:
+            return entry  # type: ignore[return-value]
+        return entry.pick(self._rng)  # type: ignore[union-attr]
+
+    def _miss(self, comp: _Compiled, key: Hashable, address: bytes, prefix: int) -> Entry:
+        snap = self.health.current
+        location = self._locate(comp, address, prefix)
+        entry: Entry | None = None
+        net_key: Hashable | None = None
+        if comp.uses_location and not comp.uses_client and location is not None:
+            # The decision depends only on what the database says about the client and on
+            # how long its network is (the ECS scope): every GeoIP network with the same
+            # place shares one decision, so a new health epoch costs one plan per place.
+            net_key = (
+                comp.service.name,
+                location.continent,
+                location.country,
+                location.subdivision,
+                location.latitude,
+                location.longitude,
+                location.prefix_len,
+            )
+            entry = self._cache.get(net_key)
+        if entry is None:
+            entry = self._plan(comp, location, address, prefix, snap, None)
+            if net_key is not None:
+                self._store(net_key, entry)
+        self._store(key, entry)
+        return entry
+
+    def _store(self, key: Hashable, entry: Entry) -> None:
+        cache = self._cache
+        cache[key] = entry
+        if len(cache) > self._cache_size:
+            cache.popitem(last=False)
+
+    def _locate(self, comp: _Compiled, address: bytes, prefix: int) -> Location | None:
+        if self.locator is None or prefix <= 0 or not comp.uses_location:
+            return None
+        return self.locator.locate(address, prefix)
+
+    def cache_len(self) -> int:
+        return len(self._cache)
+
+    # -- the policy chain (pure given its arguments) -------------------------------------------
+
+    def _plan(
+        self,
+        comp: _Compiled,
+        location: Location | None,
+        address: bytes,
+        prefix: int,
+        snap: HealthSnapshot,
+        trace: list[dict[str, Any]] | None,
+    ) -> Entry:
+        svc = comp.service
+        dcs = self.datacenters
+        use_client = prefix > 0
+        version = 4 if len(address) == 4 else 6
+        addr_int = int.from_bytes(address, "big")
+        depends = 0  # longest client prefix the decision depends on so far
+
+        # 1. candidates (rules -> pool with fallback chain; failover tiers; plain list) + health
+        selected: list[Candidate] | None
+        if svc.rules:
+            match = P.match_rules(svc.rules, location, addr_int, version, use_client)
+            assert match is not None  # validation requires a catch-all rule
+            if use_client and comp.has_subnets:
+                depends = max(depends, P.subnet_scope(svc.rules, addr_int, version, prefix))
+            if use_client and comp.has_geos and location is not None:
+                depends = max(depends, location.prefix_len)
+            if trace is not None:
+                _t(trace, "rules", f"rule #{match.index} ({match.why}) -> pool {match.rule.pool}")
+            chain = P.pool_chain(svc, match.rule.pool)
+            initial = P.pool_candidates(chain[0], dcs)
+            selected = None
+            for pool in chain:
+                healthy = P.health_filter(P.pool_candidates(pool, dcs), snap, svc.unknown_is)
+                if trace is not None:
+                    detail = _health_detail(P.pool_candidates(pool, dcs), healthy)
+                    _t(trace, "health", f"pool {pool.name}: {detail}", healthy)
+                if healthy:
+                    selected = healthy
+                    break
+                if pool.fallback:
+                    if trace is not None:
+                        _t(trace, "fallback", f"pool {pool.name} all down -> pool {pool.fallback}")
+        elif svc.tiers:
+            tiers = comp.tier_cands
+            initial = list(tiers[0])
+            found = P.failover_tier(tiers, snap, svc.unknown_is)
+            if found is None:
+                selected = None
+                if trace is not None:
+                    _t(trace, "failover", "no tier has a healthy member")
+            else:
+                selected = found[1]
+                if trace is not None:
+                    _t(trace, "failover", f"tier {found[0]} answers: {_names(selected)}", selected)
+        else:
+            initial = list(comp.dc_cands)
+            selected = P.health_filter(initial, snap, svc.unknown_is) or None
+            if trace is not None:
+                _t(trace, "health", _health_detail(initial, selected or []), selected or [])
+
+        # 2. everything down: the service's explicit choice
+        if selected is None:
+            mode = svc.on_all_down
+            scope = min(depends, prefix)
+            if mode == "nodata" or mode == "servfail":
+                if trace is not None:
+                    _t(trace, "on_all_down", f"all candidates down -> {mode.upper()}")
+                return make_decision(mode, (), (), (), svc.ttl, scope)
+            if mode == "fallback":
+                assert svc.fallback_pool is not None
+                pool = svc.pools[svc.fallback_pool]
+                selected = P.fail_open(P.pool_candidates(pool, dcs))
+                if trace is not None:
+                    _t(trace, "on_all_down", f"all down -> fallback pool {pool.name}", selected)
+            else:
+                selected = P.fail_open(initial)
+                if trace is not None:
+                    _t(trace, "on_all_down", "all down -> fail open (ignore health)", selected)
+
+        # 3. ordering
+        ordering = svc.ordering
+        ordered: list[Candidate] = selected
+        if ordering == "geoproximity":
+            ordered, dist = P.geoproximity(selected, location)
+            if len(selected) > 1 and location is not None:
+                depends = max(depends, location.prefix_len)
+            if trace is not None:
+                if trace is not None:
+                    _t(trace, "geoproximity", _proximity_detail(ordered, dist), ordered)
+        elif ordering == "sticky":
+            if len(selected) > 1 and use_client:
+                sticky_prefix = svc.sticky_ipv4_prefix if version == 4 else svc.sticky_ipv6_prefix
+                client_key, plen = P.sticky_key(address, prefix, sticky_prefix)
+                depends = max(depends, plen)
+            else:
+                client_key, plen = b"", 0
+            ordered = P.sticky_order(selected, client_key)
+            if trace is not None:
+                _t(
+                    trace,
+                    "sticky",
+                    f"rendezvous hash of client /{plen}: {_names(ordered)}",
+                    ordered,
+                )
+        elif ordering == "weighted":
+            if len(selected) > 1:
+                if trace is not None:
+                    weights = ", ".join(f"{c.name}={c.weight}" for c in selected)
+                    if trace is not None:
+                        _t(trace, "weighted", f"random pick by weight: {weights}", selected)
+                return _Weighted(selected, svc, min(depends, prefix))
+            if trace is not None:
+                _t(trace, "weighted", "single candidate", selected)
+        elif ordering == "geolocation":
+            if trace is not None:
+                _t(trace, "geolocation", "pool order", ordered)
+
+        # 4. count
+        used, v4, v6 = P.take_count(ordered, svc.count, svc.types)
+        if trace is not None:
+            _t(trace, "count", f"up to {svc.count} per family: {', '.join(v4 + v6) or 'none'}")
+        return make_decision("answer", used, v4, v6, svc.ttl, min(depends, prefix))
+
+    # -- explain ----------------------------------------------------------------------------------
+
+    def explain(self, service: Service, address: bytes, prefix: int) -> dict[str, Any]:
+        """The decision `decide()` gives, with the location, candidates and each step narrated."""
+        from .explain import explain_decision
+
+        return explain_decision(self, service, address, prefix)
+
+
+def _t(
+    trace: list[dict[str, Any]] | None,
+    step: str,
+    detail: str,
+    cands: Sequence[Candidate] | None = None,
+) -> None:
+    if trace is not None:
+        item: dict[str, Any] = {"step": step, "detail": detail}
+        if cands is not None:
+            item["datacenters"] = [c.name for c in cands]
+        trace.append(item)
+
+
+def _proximity_detail(ordered: Sequence[Candidate], dist: Mapping[str, float]) -> str:
+    if not dist:
+        return "client location has no coordinates: configured order"
+    parts = []
+    for c in ordered:
+        text = f"{c.name} {dist[c.name]:.0f} km"
+        if c.dc.bias:
+            text += f" (biased {P.biased_distance(dist[c.name], c.dc.bias):.0f})"
+        parts.append(text)
+    return ", ".join(parts)
+
+
+def _health_detail(cands: Sequence[Candidate], healthy: Sequence[Candidate]) -> str:
+    up = {c.name for c in healthy}
+    down = [c.name for c in cands if c.name not in up]
+    text = f"healthy {_names(healthy)}"
+    return f"{text}; down {', '.join(down)}" if down else text
+
+
+def _names(cands: Sequence[Candidate]) -> str:
+    return ", ".join(c.name for c in cands) or "none"
