@@ -59,6 +59,71 @@ def _run_dns(args: argparse.Namespace) -> int:
     return run(options)
 
 
+def _add_run(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser(
+        "run", help="start the whole example stack on loopback (DNS, probes, proxies, backends)"
+    )
+    parser.add_argument("--config", default="zones/example.yaml")
+    parser.add_argument("--zones", default="zones")
+    parser.add_argument("--dns", default="127.0.0.1:5300", metavar="HOST:PORT")
+    parser.add_argument("--admin", default="127.0.0.1:8053", metavar="HOST:PORT")
+    parser.add_argument("--backend-port-base", type=int, default=9100)
+    parser.set_defaults(func=_run_stack)
+
+
+def _run_stack(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .dns.node import _run_loop
+    from .errors import ConfigError
+    from .stack import StackOptions, run_stack, venv_bin_on_path
+
+    venv_bin_on_path()
+    options = StackOptions(
+        config_path=args.config,
+        zones_dir=args.zones,
+        dns_listen=args.dns,
+        admin_listen=args.admin,
+        backend_base_port=args.backend_port_base,
+    )
+    try:
+        return _run_loop(run_stack(options))
+    except ConfigError as exc:
+        print(f"gslb run: configuration error:\n{exc}", file=sys.stderr)
+        return 2
+    except asyncio.CancelledError:
+        return 1
+
+
+def _add_demo(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser("demo", help="break or repair a datacenter of `gslb run`")
+    parser.add_argument("action", choices=("fail", "recover"))
+    parser.add_argument("datacenter")
+    parser.add_argument("--admin", default="http://127.0.0.1:8053", help="the stack's admin URL")
+    parser.set_defaults(func=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    import json
+    import urllib.error
+    import urllib.request
+
+    url = f"{args.admin.rstrip('/')}/v1/demo/{args.action}/{args.datacenter}"
+    request = urllib.request.Request(url, method="POST", data=b"")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body = json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        print(f"gslb demo: {exc.code} {exc.read().decode(errors='replace')}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"gslb demo: cannot reach {url}: {exc} (is `make run` going?)", file=sys.stderr)
+        return 1
+    verb = "failed" if args.action == "fail" else "recovered"
+    print(f"datacenter {body.get('datacenter', args.datacenter)} {verb}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gslb", description=__doc__)
     parser.add_argument("--version", action="version", version=f"gslb {__version__}")
@@ -66,6 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_dns(subparsers)
+    _add_run(subparsers)
+    _add_demo(subparsers)
+    from .health.cli import add_commands as add_health_commands
+    from .proxy.cli import add_commands as add_proxy_commands
+    from .steering.cli import add_commands as add_steering_commands
+
+    add_steering_commands(subparsers)
+    add_health_commands(subparsers)
+    add_proxy_commands(subparsers)
     return parser
 
 

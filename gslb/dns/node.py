@@ -44,6 +44,11 @@ class Loaded:
     settings: DnsSettings
     config: Any  # gslb.config.model.Config, or None when serving zones only
     loaded_at: float
+    locator: Any = None  # gslb.geo.locate.Locator, closed when the generation is retired
+
+    def close(self) -> None:
+        if self.locator is not None:
+            self.locator.close()
 
 
 def load_generation(options: NodeOptions, health: HealthHolder) -> Loaded:
@@ -52,6 +57,7 @@ def load_generation(options: NodeOptions, health: HealthHolder) -> Loaded:
     config = None
     steering = None
     raw_dns = None
+    locator = None
     if options.config_path:
         from ..config.validate import load_config
         from ..steering.engine import SteeringEngine
@@ -60,7 +66,6 @@ def load_generation(options: NodeOptions, health: HealthHolder) -> Loaded:
             options.config_path, zone_origins=set(zones), geoip_override=options.geoip
         )
         raw_dns = config.extra.get("dns")
-        locator = None
         if config.geoip_path:
             from ..geo.locate import Locator
 
@@ -68,6 +73,8 @@ def load_generation(options: NodeOptions, health: HealthHolder) -> Loaded:
         steering = SteeringEngine(config, locator, health)
     settings, reasons = parse_dns(raw_dns)
     if reasons:
+        if locator is not None:
+            locator.close()
         raise ConfigError(reasons)
     settings = replace(settings, **options.overrides)
     if options.listen:
@@ -84,7 +91,7 @@ def load_generation(options: NodeOptions, health: HealthHolder) -> Loaded:
         f" from {options.config_path}" if options.config_path else "",
     )
     responder = Responder(zoneset, settings, steering, health)
-    return Loaded(responder, settings, config, time.time())
+    return Loaded(responder, settings, config, time.time(), locator)
 
 
 def _locator_kwargs(config: Any) -> dict[str, Any]:
@@ -105,12 +112,34 @@ class DnsNode:
         self.server = DnsServer(self.holder, self.generation.settings, reuse_port=reuse_port)
         self.reloads = 0
         self.reload_failures = 0
+        self.last_reload_error: str | None = None
+        self.started_at = time.time()
+        self.monitor: Any = None
+        self.worker = os.environ.get("GSLB_WORKER", "0")
+        self.on_reload: list[Any] = []  # callbacks (ok, errors) for status and events
+        # Counters of responders replaced by reloads, so exported totals never go backwards.
+        self.retired_counts: dict[tuple[int, int, str, str], int] = {}
+        self.retired_cache = (0, 0)
+
+    def answer_counts(self) -> dict[tuple[int, int, str, str], int]:
+        counts = dict(self.retired_counts)
+        for labels, count in self.holder.current.answer_counts().items():
+            counts[labels] = counts.get(labels, 0) + count
+        return counts
 
     async def start(self) -> None:
+        config = self.generation.config
+        if config is not None:
+            from ..health.monitor import HealthMonitor
+
+            self.monitor = HealthMonitor(config, self.health)
+            await self.monitor.start()
         await self.server.start()
 
     async def stop(self) -> None:
         await self.server.stop()
+        if self.monitor is not None:
+            await self.monitor.stop()
 
     def reload(self) -> bool:
         """Re-read zones and config; on any error keep serving the previous generation."""
@@ -118,12 +147,26 @@ class DnsNode:
             generation = load_generation(self.options, self.health)
         except ConfigError as exc:
             self.reload_failures += 1
+            self.last_reload_error = str(exc)
             log.error("reload rejected, still serving the previous configuration:\n%s", exc)
+            for callback in self.on_reload:
+                callback(False, str(exc).splitlines())
             return False
-        self.generation = generation
+        retired_generation, self.generation = self.generation, generation
+        if self.monitor is not None and generation.config is not None:
+            self.monitor.reload(generation.config)
+        retired = self.holder.current
         self.holder.current = generation.responder
+        for labels, count in retired.answer_counts().items():
+            self.retired_counts[labels] = self.retired_counts.get(labels, 0) + count
+        hits, misses = retired.cache_counts()
+        self.retired_cache = (self.retired_cache[0] + hits, self.retired_cache[1] + misses)
+        retired_generation.close()
+        self.last_reload_error = None
         self.reloads += 1
         log.info("reload complete")
+        for callback in self.on_reload:
+            callback(True, [])
         return True
 
 
@@ -146,7 +189,9 @@ def run(options: NodeOptions) -> int:
     """Entry point for `gslb dns`: one process, or a supervisor with N worker processes."""
     try:
         # Validate everything before binding a socket, and learn the worker count.
-        settings = load_generation(options, HealthHolder()).settings
+        probe = load_generation(options, HealthHolder())
+        probe.close()
+        settings = probe.settings
         if settings.workers <= 1:
             return _run_loop(serve(options))
     except ConfigError as exc:
