@@ -188,6 +188,8 @@ class Stack:
         for item in wanted:
             host, port = parse_hostport(item) or ("127.0.0.1", 0)
             with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+                # As the servers do: connections in TIME_WAIT from a previous run do not count.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     sock.bind((host, port))
                 except OSError:
