@@ -36,9 +36,20 @@ WATCH_AFTER = 5.0  # seconds of answers checked after failover
 
 def dig(subnet: str) -> list[str]:
     out = subprocess.run(
-        ["dig", "@127.0.0.1", "-p", "5300", "www.example.test", "A", f"+subnet={subnet}",
-         "+short", "+time=1", "+tries=1"],
-        capture_output=True, text=True,
+        [
+            "dig",
+            "@127.0.0.1",
+            "-p",
+            "5300",
+            "www.example.test",
+            "A",
+            f"+subnet={subnet}",
+            "+short",
+            "+time=1",
+            "+tries=1",
+        ],
+        capture_output=True,
+        text=True,
     ).stdout
     return [line for line in out.split() if line[0].isdigit()]
 
@@ -58,6 +69,14 @@ def wait_until(predicate, timeout: float) -> float:  # type: ignore[no-untyped-d
             return time.monotonic() - started
         time.sleep(POLL)
     raise TimeoutError
+
+
+def answers_first(subnet: str, address: str):  # type: ignore[no-untyped-def]
+    return lambda: dig(subnet)[:1] == [address]
+
+
+def answers_without(subnet: str, address: str):  # type: ignore[no-untyped-def]
+    return lambda: address not in dig(subnet)
 
 
 def demo(action: str, datacenter: str) -> None:
@@ -81,10 +100,10 @@ def main() -> int:
     try:
         for index in range(args.repetitions):
             datacenter, subnet, address = CASES[index % len(CASES)]
-            wait_until(lambda: dig(subnet)[:1] == [address], 30)  # steady state first
+            wait_until(answers_first(subnet, address), 30)  # steady state first
             time.sleep(1.5)
             demo("fail", datacenter)
-            failover = wait_until(lambda: address not in dig(subnet), 30)
+            failover = wait_until(answers_without(subnet, address), 30)
             watch_end = time.monotonic() + WATCH_AFTER
             checks = 0
             while time.monotonic() < watch_end:
@@ -92,12 +111,16 @@ def main() -> int:
                 checks += 1
                 time.sleep(POLL)
             demo("recover", datacenter)
-            recovery = wait_until(lambda: dig(subnet)[:1] == [address], 30)
+            recovery = wait_until(answers_first(subnet, address), 30)
             failovers.append(failover)
             recoveries.append(recovery)
-            print(f"  {datacenter:13s} client {subnet:14s} failover {failover:5.2f} s   "
-                  f"recovery {recovery:5.2f} s   answers after failover pointing at it: "
-                  f"0 of {checks}" if not stray else f"  STRAY ANSWERS: {stray}")
+            print(
+                f"  {datacenter:13s} client {subnet:14s} failover {failover:5.2f} s   "
+                f"recovery {recovery:5.2f} s   answers after failover pointing at it: "
+                f"0 of {checks}"
+                if not stray
+                else f"  STRAY ANSWERS: {stray}"
+            )
     finally:
         if stack is not None:
             stack.terminate()
