@@ -34,7 +34,10 @@ class NodeStatus:
         self._subscribers: list[Callable[[dict[str, Any]], None]] = []
         self._previous = node.health.current
         self._transitions: dict[tuple[str, str, str], int] = {}
-        self._answer_samples: collections.deque[tuple[float, dict[str, int]]] = collections.deque()
+        # Seeded at start, so answers given before anyone opens the page are counted.
+        self._answer_samples: collections.deque[tuple[float, dict[str, int]]] = collections.deque(
+            [(time.monotonic(), {})]
+        )
         node.health.subscribe(self._on_snapshot)
         node.on_reload.append(self._on_reload)
 
@@ -187,7 +190,7 @@ class NodeStatus:
         recent = {dc: count - base.get(dc, 0) for dc, count in current.items()}
         recent = {dc: count for dc, count in recent.items() if count > 0}
         return {
-            "window_seconds": round(max(now - base_time, 0.0), 1) if len(samples) > 1 else 0,
+            "window_seconds": round(max(now - base_time, 0.0), 1),
             "total": sum(recent.values()),
             "by_datacenter": recent,
         }
