@@ -34,6 +34,9 @@ class NodeOptions:
     geoip: str | None = None
     workers: int | None = None
     overrides: dict[str, Any] = field(default_factory=dict)  # DnsSettings fields from the CLI
+    # Tests drive health through the HealthHolder themselves; production always monitors.
+    health_monitor: bool = True
+    geoip_poll_interval: float = 2.0  # seconds between checks of the GeoIP file's mtime
 
 
 @dataclass
@@ -115,6 +118,7 @@ class DnsNode:
         self.last_reload_error: str | None = None
         self.started_at = time.time()
         self.monitor: Any = None
+        self._geoip_task: asyncio.Task[None] | None = None
         self.worker = os.environ.get("GSLB_WORKER", "0")
         self.on_reload: list[Any] = []  # callbacks (ok, errors) for status and events
         # Counters of responders replaced by reloads, so exported totals never go backwards.
@@ -129,17 +133,42 @@ class DnsNode:
 
     async def start(self) -> None:
         config = self.generation.config
-        if config is not None:
+        if config is not None and self.options.health_monitor:
             from ..health.monitor import HealthMonitor
 
             self.monitor = HealthMonitor(config, self.health)
             await self.monitor.start()
         await self.server.start()
+        self._geoip_task = asyncio.create_task(self._watch_geoip())
 
     async def stop(self) -> None:
+        if self._geoip_task is not None:
+            self._geoip_task.cancel()
         await self.server.stop()
         if self.monitor is not None:
             await self.monitor.stop()
+
+    def _geoip_stamp(self) -> tuple[float, int] | None:
+        config = self.generation.config
+        path = getattr(config, "geoip_path", None) if config is not None else None
+        if not path:
+            return None
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return None
+        return stat.st_mtime, stat.st_size
+
+    async def _watch_geoip(self) -> None:
+        """Reload when the GeoIP database changes on disk (geoipupdate replaces it in place)."""
+        stamp = self._geoip_stamp()
+        while True:
+            await asyncio.sleep(self.options.geoip_poll_interval)
+            current = self._geoip_stamp()
+            if current is not None and current != stamp:
+                log.info("GeoIP database changed on disk; reloading")
+                self.reload()
+                stamp = self._geoip_stamp()
 
     def reload(self) -> bool:
         """Re-read zones and config; on any error keep serving the previous generation."""

@@ -151,6 +151,10 @@ class Responder:
         self._answers: dict[tuple[bytes, int, Hashable], Rendered] = {}
         self._max_packets = self.settings.packet_cache_size
         self._max_answers = self.settings.answer_cache_size
+        sample = self.settings.query_log_sample
+        self._log_every = max(1, round(1 / sample)) if sample > 0 else 0
+        # One modulo on the common path decides whether this query is timed and/or logged.
+        self._sample_every = min(LATENCY_SAMPLE, self._log_every or LATENCY_SAMPLE)
 
     # -- entry points ------------------------------------------------------------------------
 
@@ -158,12 +162,20 @@ class Responder:
         """One UDP datagram from `client` (text address) -> the datagram to send, or None."""
         stats = self.stats
         stats.queries += 1
-        if not stats.queries % LATENCY_SAMPLE:
-            started = time.perf_counter()
-            response = self._udp(data, client)
-            stats.observe_latency(time.perf_counter() - started)
-            return response
-        return self._udp(data, client)
+        if stats.queries % self._sample_every:
+            return self._udp(data, client)
+        return self._sampled(data, client, udp=True)
+
+    def _sampled(self, data: bytes, client: str, udp: bool) -> bytes | None:
+        started = time.perf_counter()
+        response = self._udp(data, client) if udp else self._answer(data, client, udp=False)
+        elapsed = time.perf_counter() - started
+        queries = self.stats.queries
+        if not queries % LATENCY_SAMPLE:
+            self.stats.observe_latency(elapsed)
+        if self._log_every and not queries % self._log_every:
+            _log_query(data, client, response, "udp" if udp else "tcp", elapsed)
+        return response
 
     def _udp(self, data: bytes, client: str) -> bytes | None:
         packet = self._packets.get(data[2:])
@@ -183,7 +195,9 @@ class Responder:
 
     def handle_tcp(self, data: bytes, client: str) -> bytes | None:
         self.stats.queries += 1
-        return self._answer(data, client, udp=False)
+        if self.stats.queries % self._sample_every:
+            return self._answer(data, client, udp=False)
+        return self._sampled(data, client, udp=False)
 
     def answer_counts(self) -> dict[tuple[int, int, str, str], int]:
         """Answers sent so far by (qtype, rcode, service, datacenter), cache hits included."""
@@ -445,6 +459,33 @@ class Responder:
         flags = struct.unpack_from("!H", full, 2)[0]
         rendered = Rendered(flags, query.qname, full[4:], None, Kind.ANSWER, name)
         return self._finish(query, rendered, 0, udp)
+
+
+query_log = logging.getLogger("gslb.dns.queries")
+
+
+def _log_query(
+    data: bytes, client: str, response: bytes | None, transport: str, elapsed: float
+) -> None:
+    """One sampled query-log line; the fields ride along for the JSON log format."""
+    try:
+        query = wire.parse_query(data)
+        qname = dns.name.from_wire(query.qname, 0)[0].to_text() if query.qname else ""
+        qtype = dns.rdatatype.to_text(query.qtype)
+    except Exception:  # the query log must never fail a query
+        qname, qtype = "", ""
+    rcode = response[3] & 0xF if response is not None and len(response) > 3 else -1
+    fields = {
+        "client": client,
+        "transport": transport,
+        "qname": qname,
+        "qtype": qtype,
+        "rcode": rcode,
+        "microseconds": round(elapsed * 1e6, 1),
+    }
+    query_log.info(
+        "query %s %s from %s rcode %s", qname, qtype, client, rcode, extra={"fields": fields}
+    )
 
 
 def _add_arcount(body: bytes, extra: int) -> bytes:
