@@ -387,11 +387,11 @@ class Responder:
         message.answer.extend(result.answer)
         message.authority.extend(result.authority)
         message.additional.extend(result.additional)
-        full = message.to_wire()
+        full = message.to_wire(want_shuffle=False)  # keep the steering order
         reduced = None
         if result.additional and not result.additional_required:
             message.additional = []
-            reduced = message.to_wire()[4:]
+            reduced = message.to_wire(want_shuffle=False)[4:]
         flags = struct.unpack_from("!H", full, 2)[0]
         qname_wire = qname.to_wire()
         if result.kind is Kind.NXDOMAIN:
@@ -455,7 +455,7 @@ class Responder:
         rrset = dns.rrset.RRset(qname, dns.rdataclass.CH, dns.rdatatype.TXT)
         rrset.add(dns.rdata.from_text(dns.rdataclass.CH, dns.rdatatype.TXT, _quote(text)))
         message.answer.append(rrset)
-        full = message.to_wire()
+        full = message.to_wire(want_shuffle=False)  # keep the steering order
         flags = struct.unpack_from("!H", full, 2)[0]
         rendered = Rendered(flags, query.qname, full[4:], None, Kind.ANSWER, name)
         return self._finish(query, rendered, 0, udp)
