@@ -425,11 +425,13 @@ async def _events_stream(request: web.Request) -> web.StreamResponse:
             try:
                 item = await asyncio.wait_for(queue.get(), cfg.heartbeat)
             except TimeoutError:
-                await resp.write(b": keepalive\n\n")
-                continue
+                item = ()
             if item is None:
                 break
-            await resp.write(_sse(item))
+            try:
+                await resp.write(_sse(item) if item else b": keepalive\n\n")
+            except ConnectionError:
+                break  # the browser went away (tab closed, page reloaded): a normal end
         return resp
     finally:
         events.clients.discard(queue)

@@ -72,6 +72,7 @@ class HealthMonitor:
         self._checks: dict[str, TargetHealth] = {}  # aggregated from checks, before overrides
         self._final: dict[str, TargetHealth] = {}  # what is published
         self._holding: set[str] = set()  # targets flagged "no fresh reports"
+        self._started_at: float | None = None
         self._followers: dict[str, AgentFollower] = {}
         self._scheduler: CheckScheduler | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -124,6 +125,7 @@ class HealthMonitor:
         if self._running:
             return
         self._running = True
+        self._started_at = self.clock.monotonic()
         # Warm states (or unknowns) are served from the first query on.
         self._evaluate(force_publish=True)
         self._apply_sources()
@@ -280,22 +282,29 @@ class HealthMonitor:
         final = apply_overrides(checks, self._known_overrides(), self._final, wall)
         self._checks = checks
         holding = {t for t, h in checks.items() if h.reason.startswith(NO_FRESH)}
-        if holding - self._holding:
+        # Right after start no agent has had time to report: that is expected, not a warning.
+        starting = (
+            self._started_at is not None
+            and self.clock.monotonic() - self._started_at < hs.stale_after
+            and not self._reports
+        )
+        if holding - self._holding and not starting:
             log.warning(
                 "no fresh health reports for %s; holding last known state",
                 ", ".join(sorted(holding - self._holding)),
             )
-        if self._holding - holding:
+        if self._holding - holding and self._holding:
             log.info(
                 "fresh health reports again for %s", ", ".join(sorted(self._holding - holding))
             )
-        self._holding = holding
+        if not starting:
+            self._holding = holding
         if not force_publish and final == self._final:
             return False
         changed = [t for t in final if self._final.get(t) != final[t]]
         for t in changed:
             old = self._final.get(t)
-            if old is None or old.state != final[t].state:
+            if old is not None and old.state != final[t].state:
                 log.info(
                     "target %s: %s -> %s (%s)",
                     t,
