@@ -30,6 +30,12 @@ def _add_dns(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--tcp-max-per-client", type=int, help="TCP connections per address")
     parser.add_argument("--chaos-version", help="answer CHAOS TXT version.bind with this")
     parser.add_argument("--chaos-id", help="answer CHAOS TXT id.server/hostname.bind with this")
+    parser.add_argument(
+        "--admin",
+        metavar="HOST:PORT|off",
+        help="admin API (metrics, status, reload, overrides); default admin.listen or "
+        "127.0.0.1:8053",
+    )
     parser.set_defaults(func=_run_dns)
 
 
@@ -55,6 +61,7 @@ def _run_dns(args: argparse.Namespace) -> int:
         geoip=args.geoip,
         workers=args.workers,
         overrides=overrides,
+        admin_listen=args.admin,
     )
     return run(options)
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,13 +94,16 @@ def test_chaos_answers_when_configured(zones_dir: Path) -> None:
 
 @pytest.fixture
 def dns_process(zones_dir: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    port = free_port()
+    port, admin = free_port(), free_port()
     process = subprocess.Popen(
-        [*GSLB, "dns", "--zones", str(zones_dir), "--listen", f"127.0.0.1:{port}"],
+        [*GSLB, "dns", "--zones", str(zones_dir), "--listen", f"127.0.0.1:{port}"]
+        + ["--admin", f"127.0.0.1:{admin}"],
         stderr=subprocess.PIPE,
         text=True,
     )
     _wait_for_port(port)
+    _wait_for_port(admin)
+    process.admin_port = admin  # type: ignore[attr-defined]
     yield process, port
     if process.poll() is None:
         process.kill()
@@ -138,6 +143,12 @@ def test_dig_over_udp_and_tcp_then_clean_stop(
     assert dig(port, "+tcp", "+short", "www.example.test", "AAAA").strip() == "2001:db8::1"
     assert "status: NXDOMAIN" in dig(port, "nope.example.test")
     assert "status: REFUSED" in dig(port, "example.org")
+    admin = f"http://127.0.0.1:{process.admin_port}"  # type: ignore[attr-defined]
+    with urllib.request.urlopen(f"{admin}/metrics", timeout=5) as response:
+        metrics = response.read().decode()
+    assert "gslb_dns_queries_total{" in metrics and 'rcode="NXDOMAIN"' in metrics
+    with urllib.request.urlopen(f"{admin}/status", timeout=5) as response:
+        assert json.loads(response.read())["zones"][0]["origin"] == "example.test."
     process.send_signal(signal.SIGTERM)
     assert process.wait(10) == 0
     assert process.stderr is not None
@@ -162,7 +173,7 @@ def test_sighup_reloads_zones(
 def test_bad_zone_refuses_to_start(tmp_path: Path) -> None:
     (tmp_path / "bad.test.zone").write_text("$ORIGIN bad.test.\n@ IN SOA\n")
     result = subprocess.run(
-        [*GSLB, "dns", "--zones", str(tmp_path), "--listen", "127.0.0.1:0"],
+        [*GSLB, "dns", "--zones", str(tmp_path), "--listen", "127.0.0.1:0", "--admin", "off"],
         capture_output=True,
         text=True,
         timeout=30,

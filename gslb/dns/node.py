@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..admin.settings import AdminSettings, parse_admin
 from ..errors import ConfigError
 from ..health.snapshot import HealthHolder
 from ..zone import ZoneSet, load_zones
@@ -37,6 +38,7 @@ class NodeOptions:
     # Tests drive health through the HealthHolder themselves; production always monitors.
     health_monitor: bool = True
     geoip_poll_interval: float = 2.0  # seconds between checks of the GeoIP file's mtime
+    admin_listen: str | None = None  # overrides admin.listen; "off" disables the admin API
 
 
 @dataclass
@@ -48,6 +50,7 @@ class Loaded:
     config: Any  # gslb.config.model.Config, or None when serving zones only
     loaded_at: float
     locator: Any = None  # gslb.geo.locate.Locator, closed when the generation is retired
+    admin: AdminSettings = field(default_factory=AdminSettings)
 
     def close(self) -> None:
         if self.locator is not None:
@@ -75,6 +78,8 @@ def load_generation(options: NodeOptions, health: HealthHolder) -> Loaded:
             locator = Locator(config.geoip_path, **_locator_kwargs(config))
         steering = SteeringEngine(config, locator, health)
     settings, reasons = parse_dns(raw_dns)
+    admin, admin_reasons = parse_admin(config.extra.get("admin") if config is not None else None)
+    reasons += admin_reasons
     if reasons:
         if locator is not None:
             locator.close()
@@ -94,7 +99,7 @@ def load_generation(options: NodeOptions, health: HealthHolder) -> Loaded:
         f" from {options.config_path}" if options.config_path else "",
     )
     responder = Responder(zoneset, settings, steering, health)
-    return Loaded(responder, settings, config, time.time(), locator)
+    return Loaded(responder, settings, config, time.time(), locator, admin)
 
 
 def _locator_kwargs(config: Any) -> dict[str, Any]:
@@ -199,10 +204,32 @@ class DnsNode:
         return True
 
 
+async def start_node_admin(node: DnsNode) -> Any:
+    """The node's admin API, or None when turned off. Worker N listens on the port + N."""
+    settings = node.generation.admin
+    listen = node.options.admin_listen or settings.listen
+    if not listen or listen == "off":
+        return None
+    from ..admin.server import start_admin
+    from ..health.admin import admin_routes
+    from .status import NodeStatus
+
+    host, _, port = listen.rpartition(":")
+    listen = f"{host}:{int(port) + int(node.worker)}"
+    routes = admin_routes(node.monitor) if node.monitor is not None else []
+    status = NodeStatus(node, name=f"dns-{node.worker}")
+    admin = await start_admin(
+        listen, status, token=settings.token, allow=settings.allow_check(), extra_routes=routes
+    )
+    log.info("admin API on http://%s/", listen)
+    return admin
+
+
 async def serve(options: NodeOptions, reuse_port: bool = False) -> int:
     """Run one node until SIGINT/SIGTERM; SIGHUP reloads."""
     node = DnsNode(options, reuse_port=reuse_port)
     await node.start()
+    admin = await start_node_admin(node)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -210,6 +237,8 @@ async def serve(options: NodeOptions, reuse_port: bool = False) -> int:
     loop.add_signal_handler(signal.SIGHUP, node.reload)
     await stop.wait()
     log.info("stopping")
+    if admin is not None:
+        await admin.close()
     await node.stop()
     return 0
 
