@@ -55,6 +55,8 @@ def main() -> None:
             f"127.0.0.1:{port}",
             "--workers",
             str(args.workers),
+            "--admin",
+            "off",
         ],
         port,
     )
