@@ -1,0 +1,48 @@
+"""A small WAF rule set: path traversal, SQL injection and XSS signatures.
+
+Not a replacement for a real WAF; it catches the obvious probes scanners send. Each rule has an
+id that is logged when it blocks a request.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote_plus
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    pattern: re.Pattern[str]
+
+
+RULES = (
+    Rule("traversal-dotdot", re.compile(r"(?:^|[/\\])\.\.(?:[/\\]|$)")),
+    Rule("traversal-sensitive", re.compile(r"/etc/(?:passwd|shadow)|boot\.ini|win\.ini", re.I)),
+    Rule("sqli-union", re.compile(r"\bunion\b[\s(/*]+(?:all[\s(/*]+)?select\b", re.I)),
+    Rule(
+        "sqli-tautology",
+        re.compile(r"['\"]\s*(?:or|and)\s*['\"]?\s*\d+\s*['\"]?\s*=\s*['\"]?\s*\d+", re.I),
+    ),
+    Rule("sqli-comment", re.compile(r"['\"]\s*;?\s*(?:--|#|/\*)")),
+    Rule("sqli-stacked", re.compile(r";\s*(?:drop|delete|insert|update|shutdown)\b", re.I)),
+    Rule("xss-script", re.compile(r"<\s*script\b", re.I)),
+    Rule("xss-handler", re.compile(r"\bon(?:error|load|click|mouseover|focus)\s*=", re.I)),
+    Rule("xss-js-uri", re.compile(r"javascript\s*:", re.I)),
+)
+
+
+def _decoded(text: str) -> str:
+    # Decode twice: double encoding (%252e) is the classic bypass.
+    return unquote_plus(unquote_plus(text))
+
+
+def match(raw_target: str, extra: tuple[str, ...] = ()) -> Rule | None:
+    """The first rule that matches the request target (path and query) or an extra value."""
+    for text in (raw_target, *extra):
+        decoded = _decoded(text)
+        for rule in RULES:
+            if rule.pattern.search(decoded):
+                return rule
+    return None
