@@ -57,6 +57,8 @@ def main() -> None:
             str(args.workers),
             "--admin",
             "off",
+            "--rrl-rate",
+            "0",  # dnsperf is one client at full speed; peers run without RRL too
         ],
         port,
     )

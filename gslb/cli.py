@@ -31,6 +31,19 @@ def _add_dns(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--chaos-version", help="answer CHAOS TXT version.bind with this")
     parser.add_argument("--chaos-id", help="answer CHAOS TXT id.server/hostname.bind with this")
     parser.add_argument(
+        "--rrl-rate",
+        type=int,
+        metavar="N",
+        help="responses/s per client network and class (default 200; 0 turns RRL off)",
+    )
+    parser.add_argument(
+        "--rrl-slip",
+        type=int,
+        metavar="K",
+        help="send every K-th limited response truncated (default 2; 0 never, 1 always)",
+    )
+    parser.add_argument("--rrl-log-only", action="store_true", help="count, do not limit")
+    parser.add_argument(
         "--admin",
         metavar="HOST:PORT|off",
         help="admin API (metrics, status, reload, overrides); default admin.listen or "
@@ -62,6 +75,15 @@ def _run_dns(args: argparse.Namespace) -> int:
         workers=args.workers,
         overrides=overrides,
         admin_listen=args.admin,
+        rrl_overrides={
+            key: value
+            for key, value in (
+                ("rate", args.rrl_rate),
+                ("slip", args.rrl_slip),
+                ("log_only", True if args.rrl_log_only else None),
+            )
+            if value is not None
+        },
     )
     return run(options)
 

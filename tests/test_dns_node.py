@@ -194,6 +194,8 @@ def test_workers_share_the_port(zones_dir: Path) -> None:
             f"127.0.0.1:{port}",
             "--workers",
             "2",
+            "--admin",
+            "off",
         ],
         stderr=subprocess.DEVNULL,
     )

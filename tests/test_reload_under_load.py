@@ -50,6 +50,10 @@ def test_continuous_queries_survive_repeated_reloads(tmp_path: Path) -> None:
             str(config),
             "--listen",
             f"127.0.0.1:{port}",
+            "--admin",
+            "off",
+            "--rrl-rate",
+            "0",  # one client at full speed: this test is about reloads, not rate limits
         ],
         stderr=subprocess.PIPE,
         text=True,

@@ -20,7 +20,10 @@ from ..admin.settings import AdminSettings, parse_admin
 from ..errors import ConfigError
 from ..health.snapshot import HealthHolder
 from ..zone import ZoneSet, load_zones
-from .responder import Responder
+from .acl import parse_acl
+from .cookies import CookieJar, generate_secret, parse_cookies
+from .responder import Protection, Responder
+from .rrl import ResponseRateLimiter, parse_rrl
 from .server import DnsServer, ResponderHolder, install_uvloop, make_socket
 from .settings import DnsSettings, parse_dns, parse_hostport
 
@@ -39,6 +42,10 @@ class NodeOptions:
     health_monitor: bool = True
     geoip_poll_interval: float = 2.0  # seconds between checks of the GeoIP file's mtime
     admin_listen: str | None = None  # overrides admin.listen; "off" disables the admin API
+    rrl_overrides: dict[str, Any] = field(default_factory=dict)  # RrlSettings fields from the CLI
+    # The cookie secret when the config sets none: generated once per node (before workers fork)
+    # so every worker, and every reload, validates the cookies the others made.
+    cookie_secret: bytes | None = None
 
 
 @dataclass
@@ -78,8 +85,11 @@ def load_generation(options: NodeOptions, health: HealthHolder) -> Loaded:
             locator = Locator(config.geoip_path, **_locator_kwargs(config))
         steering = SteeringEngine(config, locator, health)
     settings, reasons = parse_dns(raw_dns)
-    admin, admin_reasons = parse_admin(config.extra.get("admin") if config is not None else None)
+    extra = config.extra if config is not None else {}
+    admin, admin_reasons = parse_admin(extra.get("admin"))
     reasons += admin_reasons
+    protection, protection_reasons = build_protection(extra, options)
+    reasons += protection_reasons
     if reasons:
         if locator is not None:
             locator.close()
@@ -98,8 +108,26 @@ def load_generation(options: NodeOptions, health: HealthHolder) -> Loaded:
         len(services),
         f" from {options.config_path}" if options.config_path else "",
     )
-    responder = Responder(zoneset, settings, steering, health)
+    responder = Responder(zoneset, settings, steering, health, protection)
     return Loaded(responder, settings, config, time.time(), locator, admin)
+
+
+def build_protection(extra: Any, options: NodeOptions) -> tuple[Protection, list[Any]]:
+    """Access list, rate limiter and cookie jar from the config sections and CLI overrides."""
+    acl, reasons = parse_acl(extra.get("acl"))
+    rrl_settings, rrl_reasons = parse_rrl(extra.get("rrl"))
+    cookie_settings, cookie_reasons = parse_cookies(extra.get("cookies"))
+    reasons += rrl_reasons + cookie_reasons
+    rrl_settings = replace(rrl_settings, **options.rrl_overrides)
+    jar = None
+    if cookie_settings.enabled:
+        if cookie_settings.secret is None and options.cookie_secret is None:
+            options.cookie_secret = generate_secret()
+        secret = cookie_settings.secret or options.cookie_secret
+        jar = CookieJar(secret, previous_secret=cookie_settings.previous_secret)  # type: ignore[arg-type]
+    limiter = ResponseRateLimiter(rrl_settings) if rrl_settings.enabled else None
+    protection = Protection(acl, limiter, jar, cookie_settings.require_valid)
+    return protection, reasons
 
 
 def _locator_kwargs(config: Any) -> dict[str, Any]:

@@ -30,6 +30,9 @@ import dns.rrset
 
 from ..zone.lookup import Kind, LookupResult, ZoneSet
 from . import wire
+from .acl import AccessList, Action
+from .cookies import CookieJar, CookieStatus
+from .rrl import ResponseClass, ResponseRateLimiter, Verdict
 from .settings import DnsSettings
 
 log = logging.getLogger("gslb.dns")
@@ -53,10 +56,29 @@ class Steering(Protocol):
     def decide(self, service: Any, address: bytes, prefix: int) -> Any: ...
 
 
+@dataclass
+class Protection:
+    """What guards the answer path: access list, rate limiter, cookies (each optional)."""
+
+    acl: AccessList | None = None
+    rrl: ResponseRateLimiter | None = None
+    cookies: CookieJar | None = None
+    require_cookie: bool = False  # UDP queries without a valid server cookie get BADCOOKIE
+
+
 class Rendered:
     """A response rendered once, without ID and OPT; patched per query."""
 
-    __slots__ = ("flags", "qname", "body", "body_edns", "body_reduced", "kind", "rrl_key")
+    __slots__ = (
+        "flags",
+        "qname",
+        "body",
+        "body_edns",
+        "body_reduced",
+        "kind",
+        "rrl_key",
+        "rclass",
+    )
 
     def __init__(
         self,
@@ -74,6 +96,7 @@ class Rendered:
         self.body_reduced = body_reduced  # without optional additional records, if any
         self.kind = kind
         self.rrl_key = rrl_key
+        self.rclass = _response_class(flags & 0xF, kind)
 
 
 @dataclass
@@ -87,12 +110,20 @@ class _ServicePlan:
 class _Packet:
     """A packet-cache entry: the response after the ID, what it counts as, and its hits."""
 
-    __slots__ = ("response", "labels", "hits")
+    __slots__ = ("response", "labels", "hits", "rclass", "rrl_key")
 
-    def __init__(self, response: bytes, labels: tuple[int, int, str, str]) -> None:
+    def __init__(
+        self,
+        response: bytes,
+        labels: tuple[int, int, str, str],
+        rclass: ResponseClass,
+        rrl_key: bytes,
+    ) -> None:
         self.response = response
         self.labels = labels
         self.hits = 0
+        self.rclass = rclass  # rate limiting applies to cache hits like to any answer
+        self.rrl_key = rrl_key
 
 
 # Latency is timed for one query in LATENCY_SAMPLE, so timing costs nothing measurable.
@@ -110,6 +141,10 @@ class Stats:
     renders: int = 0
     dropped: int = 0
     errors: int = 0
+    acl_refused: int = 0
+    acl_dropped: int = 0
+    rrl_dropped: int = 0
+    rrl_slipped: int = 0
     # (qtype, rcode, service, first datacenter) -> answers sent, outside the packet cache
     answers: dict[tuple[int, int, str, str], int] = field(default_factory=dict)
     latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BOUNDS) + 1))
@@ -138,6 +173,7 @@ class Responder:
         settings: DnsSettings | None = None,
         steering: Steering | None = None,
         health: Any = None,
+        protection: Protection | None = None,
     ) -> None:
         self.zones = zones
         self.settings = settings or DnsSettings()
@@ -151,6 +187,17 @@ class Responder:
         self._answers: dict[tuple[bytes, int, Hashable], Rendered] = {}
         self._max_packets = self.settings.packet_cache_size
         self._max_answers = self.settings.answer_cache_size
+        self.protection = protection or Protection()
+        acl = self.protection.acl
+        self._acl = acl if acl is not None and not acl.permits_all else None
+        rrl = self.protection.rrl
+        self._rrl = rrl if rrl is not None and rrl.settings.enabled else None
+        self._cookies = self.protection.cookies
+        self._guarded = self._acl is not None or self._rrl is not None
+        self._server_cookie: bytes | None = None  # COOKIE option for the response being built
+        self._packed: dict[str, bytes] = {}
+        # How the last slow-path answer counts for rate limiting: (class, key, cookie-valid).
+        self._last: tuple[ResponseClass, bytes, bool] = (ResponseClass.ERROR, b"", False)
         sample = self.settings.query_log_sample
         self._log_every = max(1, round(1 / sample)) if sample > 0 else 0
         # One modulo on the common path decides whether this query is timed and/or logged.
@@ -178,6 +225,8 @@ class Responder:
         return response
 
     def _udp(self, data: bytes, client: str) -> bytes | None:
+        if self._guarded:
+            return self._udp_guarded(data, client)
         packet = self._packets.get(data[2:])
         if packet is not None:
             packet.hits += 1
@@ -193,8 +242,67 @@ class Responder:
                     return data[:2] + packet.response
         return self._answer(data, client, udp=True)
 
+    def _udp_guarded(self, data: bytes, client: str) -> bytes | None:
+        """The UDP path with an access list and/or rate limiting in force."""
+        packed = self._pack(client)
+        if self._acl is not None:
+            action = self._acl.check(packed)
+            if action is not Action.ALLOW:
+                return self._denied(data, action)
+        packet = self._packets.get(data[2:])
+        if packet is None and self._gslb_packets and self.health is not None:
+            if self._gslb_epoch == self.health.current.epoch:
+                packet = self._gslb_packets.get(data[2:])
+        if packet is not None:
+            packet.hits += 1
+            response: bytes | None = data[:2] + packet.response
+            rclass, key, exempt = packet.rclass, packet.rrl_key, False
+        else:
+            response = self._answer(data, client, udp=True)
+            if response is None:
+                return None
+            rclass, key, exempt = self._last
+        if self._rrl is not None and not exempt:
+            verdict = self._rrl.check(packed, 0, rclass, key)
+            if verdict is not Verdict.SEND:
+                if verdict is Verdict.DROP:
+                    self.stats.rrl_dropped += 1
+                    return None
+                self.stats.rrl_slipped += 1
+                return _slip(response)  # type: ignore[arg-type]
+        return response
+
+    def _denied(self, data: bytes, action: Action) -> bytes | None:
+        if action is Action.DROP:
+            self.stats.acl_dropped += 1
+            return None
+        self.stats.acl_refused += 1
+        try:
+            query = wire.parse_query(data)
+        except wire.Drop:
+            return None
+        return wire.error_response(query, wire.REFUSED, with_question=query.qname is not None)
+
+    def _pack(self, client: str) -> bytes:
+        packed = self._packed.get(client)
+        if packed is None:
+            if ":" in client:
+                packed = socket.inet_pton(socket.AF_INET6, client.partition("%")[0])
+                if packed[:12] == b"\x00" * 10 + b"\xff\xff":
+                    packed = packed[12:]
+            else:
+                packed = socket.inet_aton(client)
+            if len(self._packed) >= 65536:
+                self._packed.clear()  # bounded whatever the number of clients
+            self._packed[client] = packed
+        return packed
+
     def handle_tcp(self, data: bytes, client: str) -> bytes | None:
         self.stats.queries += 1
+        if self._acl is not None:
+            action = self._acl.check(self._pack(client))
+            if action is not Action.ALLOW:
+                return self._denied(data, action)
         if self.stats.queries % self._sample_every:
             return self._answer(data, client, udp=False)
         return self._sampled(data, client, udp=False)
@@ -227,6 +335,7 @@ class Responder:
         except wire.Drop:
             self.stats.dropped += 1
             return None
+        self._last = (ResponseClass.ERROR, b"", False)
         try:
             return self._respond(query, data, client, udp)
         except Exception:  # a bug must cost one answer, never the server
@@ -235,8 +344,15 @@ class Responder:
             return wire.error_response(query, wire.SERVFAIL, with_question=True)
 
     def _respond(self, query: wire.Query, data: bytes, client: str, udp: bool) -> bytes | None:
+        self._server_cookie = None
         if query.error:
             return self._error(query, query.error)
+        cookie_valid = False
+        if query.cookie is not None and self._cookies is not None:
+            cookie_valid = self._check_cookie(query, client)
+            if self.protection.require_cookie and udp and not cookie_valid:
+                # RFC 7873 5.2.3: ask the client to come back with the cookie we just made.
+                return self._error(query, wire.BADCOOKIE)
         if query.tsig:
             return self._error(query, wire.NOTAUTH)  # no TSIG keys are configured
         if query.qclass != CLASS_IN:
@@ -271,9 +387,10 @@ class Responder:
         else:
             rendered = plan
         response = self._finish(query, rendered, scope, udp)
+        self._last = (rendered.rclass, rendered.rrl_key, cookie_valid)
         labels = (query.qtype, response[3] & 0xF, service, datacenter)
         if cache_packet:
-            self._remember_packet(data, response, labels, gslb=bool(service))
+            self._remember_packet(data, response, labels, rendered, gslb=bool(service))
         self.stats.count(labels)
         return response
 
@@ -288,7 +405,12 @@ class Responder:
         return socket.inet_aton(client), 32
 
     def _remember_packet(
-        self, data: bytes, response: bytes, labels: tuple[int, int, str, str], gslb: bool
+        self,
+        data: bytes,
+        response: bytes,
+        labels: tuple[int, int, str, str],
+        rendered: Rendered,
+        gslb: bool,
     ) -> None:
         if self._max_packets <= 0:
             return
@@ -307,7 +429,7 @@ class Responder:
             evicted = cache.pop(oldest)
             if evicted.hits:
                 self.stats.count(evicted.labels, evicted.hits)
-        cache[data[2:]] = _Packet(response[2:], labels)
+        cache[data[2:]] = _Packet(response[2:], labels, rendered.rclass, rendered.rrl_key)
 
     # -- assembling the final bytes ----------------------------------------------------------
 
@@ -344,7 +466,18 @@ class Responder:
 
     def _opt(self, query: wire.Query, scope: int, extended_rcode: int) -> bytes:
         options = query.ecs.option(scope) if query.ecs is not None else b""
+        if self._server_cookie is not None:
+            options += self._server_cookie
         return wire.build_opt(self.settings.edns_payload, extended_rcode, query.do, options)
+
+    def _check_cookie(self, query: wire.Query, client: str) -> bool:
+        """Validate the query's cookie and prepare the COOKIE option of our response."""
+        assert query.cookie is not None and self._cookies is not None
+        client_cookie, server_cookie = query.cookie[:8], query.cookie[8:] or None
+        status, fresh = self._cookies.respond(client_cookie, server_cookie, self._pack(client))
+        data = client_cookie + fresh
+        self._server_cookie = struct.pack("!HH", wire.OPTION_COOKIE, len(data)) + data
+        return status is CookieStatus.VALID
 
     def _error(self, query: wire.Query, rcode: int) -> bytes:
         opt = b""
@@ -485,6 +618,32 @@ def _log_query(
     }
     query_log.info(
         "query %s %s from %s rcode %s", qname, qtype, client, rcode, extra={"fields": fields}
+    )
+
+
+def _response_class(rcode: int, kind: Kind) -> ResponseClass:
+    if rcode == wire.NXDOMAIN:
+        return ResponseClass.NXDOMAIN
+    if rcode != wire.NOERROR:
+        return ResponseClass.ERROR
+    if kind is Kind.DELEGATION:
+        return ResponseClass.REFERRAL
+    if kind is Kind.NODATA:
+        return ResponseClass.NODATA
+    return ResponseClass.ANSWER
+
+
+def _slip(response: bytes) -> bytes:
+    """RRL's slip: the same header with TC=1 and only the question, so a real client retries
+    over TCP while a spoofed victim receives no more bytes than the query had."""
+    flags, qdcount = struct.unpack_from("!HH", response, 2)
+    end = 12
+    if qdcount:
+        end = wire._read_question_name(response, 12) + 4
+    return (
+        response[:2]
+        + struct.pack("!HHHHH", flags | wire.TC, 1 if qdcount else 0, 0, 0, 0)
+        + response[12:end]
     )
 
 
