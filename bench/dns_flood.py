@@ -137,6 +137,8 @@ def start_server(args: argparse.Namespace, port: int, rrl_rate: int) -> subproce
         f"127.0.0.1:{port}",
         "--workers",
         str(args.workers),
+        "--admin",
+        "off",
     ]
     if not args.no_rrl_flags:
         cmd += ["--rrl-rate", str(rrl_rate), "--rrl-slip", str(args.rrl_slip)]

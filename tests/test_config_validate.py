@@ -202,11 +202,10 @@ def test_other_sections_pass_through_untouched():
         cookies: {}
         acl: {}
         admin: {listen: "127.0.0.1:8053"}
-        stack: {}
         """
     )
     cfg = load_config_text(text, "mem.yaml")
-    assert set(cfg.extra) == {"dns", "proxy", "rrl", "cookies", "acl", "admin", "stack"}
+    assert set(cfg.extra) == {"dns", "proxy", "rrl", "cookies", "acl", "admin"}
     assert cfg.extra["dns"]["anything"] == ["goes", "here"]
     assert cfg.extra["dns"].mark_of("listen").line == 4  # still marked for their owners
 
