@@ -99,6 +99,22 @@ class Rendered:
         self.rclass = _response_class(flags & 0xF, kind)
 
 
+class _Negative:
+    """NXDOMAIN or NODATA for any name of one zone: question from the query, SOA shared.
+
+    Random-name floods create one plan-cache entry per name; sharing this template keeps each
+    entry down to its key instead of a rendered message.
+    """
+
+    __slots__ = ("flags", "authority", "rclass", "zone_key")
+
+    def __init__(self, rcode: int, authority: bytes, zone_key: bytes) -> None:
+        self.flags = wire.QR | wire.AA | rcode
+        self.authority = authority  # the SOA record, names uncompressed
+        self.rclass = ResponseClass.NXDOMAIN if rcode == wire.NXDOMAIN else ResponseClass.NODATA
+        self.zone_key = zone_key
+
+
 @dataclass
 class _ServicePlan:
     """A name that resolves (perhaps via CNAMEs) to a GSLB service."""
@@ -183,7 +199,8 @@ class Responder:
         self._packets: dict[bytes, _Packet] = {}
         self._gslb_packets: dict[bytes, _Packet] = {}
         self._gslb_epoch = -1
-        self._plans: dict[tuple[bytes, int], Rendered | _ServicePlan] = {}
+        self._plans: dict[tuple[bytes, int], Rendered | _ServicePlan | _Negative] = {}
+        self._negatives: dict[tuple[dns.name.Name, Kind], _Negative] = {}
         self._answers: dict[tuple[bytes, int, Hashable], Rendered] = {}
         self._max_packets = self.settings.packet_cache_size
         self._max_answers = self.settings.answer_cache_size
@@ -384,13 +401,24 @@ class Responder:
             cache_packet = (
                 cache_packet and query.ecs is not None and getattr(decision, "deterministic", False)
             )
+        elif isinstance(plan, _Negative):
+            response = self._finish_negative(query, plan)
+            key = plan.zone_key if plan.rclass is ResponseClass.NXDOMAIN else qname_lower
+            self._last = (plan.rclass, key, cookie_valid)
+            labels = (query.qtype, plan.flags & 0xF, "", "")
+            if cache_packet:
+                self._remember_packet(data, response, labels, plan.rclass, key, gslb=False)
+            self.stats.count(labels)
+            return response
         else:
             rendered = plan
         response = self._finish(query, rendered, scope, udp)
         self._last = (rendered.rclass, rendered.rrl_key, cookie_valid)
         labels = (query.qtype, response[3] & 0xF, service, datacenter)
         if cache_packet:
-            self._remember_packet(data, response, labels, rendered, gslb=bool(service))
+            self._remember_packet(
+                data, response, labels, rendered.rclass, rendered.rrl_key, gslb=bool(service)
+            )
         self.stats.count(labels)
         return response
 
@@ -409,7 +437,8 @@ class Responder:
         data: bytes,
         response: bytes,
         labels: tuple[int, int, str, str],
-        rendered: Rendered,
+        rclass: ResponseClass,
+        rrl_key: bytes,
         gslb: bool,
     ) -> None:
         if self._max_packets <= 0:
@@ -429,7 +458,7 @@ class Responder:
             evicted = cache.pop(oldest)
             if evicted.hits:
                 self.stats.count(evicted.labels, evicted.hits)
-        cache[data[2:]] = _Packet(response[2:], labels, rendered.rclass, rendered.rrl_key)
+        cache[data[2:]] = _Packet(response[2:], labels, rclass, rrl_key)
 
     # -- assembling the final bytes ----------------------------------------------------------
 
@@ -464,6 +493,33 @@ class Responder:
                     body = struct.pack("!HHHH", 1, 0, 0, 1 if opt else 0) + question
         return struct.pack("!HH", query.id, flags) + body + opt
 
+    def _finish_negative(self, query: wire.Query, negative: _Negative) -> bytes:
+        """Header, the query's own question, the zone's SOA and our OPT: always under 512."""
+        flags = negative.flags | (query.flags & (wire.RD | wire.CD))
+        opt = self._opt(query, 0, 0) if query.edns else b""
+        return (
+            wire.HEADER.pack(query.id, flags, 1, 0, 1, 1 if opt else 0)
+            + query.qname  # type: ignore[operator]
+            + wire.TYPE_CLASS.pack(query.qtype, query.qclass)
+            + negative.authority
+            + opt
+        )
+
+    def _negative(self, zone: dns.name.Name, kind: Kind) -> _Negative:
+        template = self._negatives.get((zone, kind))
+        if template is None:
+            soa = self.zones.zones[zone].negative_soa
+            rdata = soa[0].to_wire()
+            authority = (
+                zone.to_wire()
+                + struct.pack("!HHIH", dns.rdatatype.SOA, soa.rdclass, soa.ttl, len(rdata))
+                + rdata
+            )
+            rcode = wire.NXDOMAIN if kind is Kind.NXDOMAIN else wire.NOERROR
+            template = _Negative(rcode, authority, zone.to_wire().lower())
+            self._negatives[(zone, kind)] = template
+        return template
+
     def _opt(self, query: wire.Query, scope: int, extended_rcode: int) -> bytes:
         options = query.ecs.option(scope) if query.ecs is not None else b""
         if self._server_cookie is not None:
@@ -489,9 +545,14 @@ class Responder:
 
     # -- rendering on a miss -----------------------------------------------------------------
 
-    def _plan(self, qname_wire: bytes, qname_lower: bytes, qtype: int) -> Rendered | _ServicePlan:
+    def _plan(
+        self, qname_wire: bytes, qname_lower: bytes, qtype: int
+    ) -> Rendered | _ServicePlan | _Negative:
         qname, _ = dns.name.from_wire(qname_wire, 0)
         result = self.zones.lookup(qname, qtype)
+        if result.kind in (Kind.NXDOMAIN, Kind.NODATA) and not result.answer and result.zone:
+            self.stats.renders += 1
+            return self._negative(result.zone, result.kind)
         if result.kind is Kind.SERVICE and self.steering is not None:
             service = self.steering.services.get(result.service)
             if service is not None:
