@@ -115,6 +115,26 @@ class Stack:
             )
         await node.start()
         await self._start_admin()
+        await self._wait_listening(config)
+
+    async def _wait_listening(self, config: Config, timeout: float = 20.0) -> None:
+        """Return once every proxy and probe agent accepts connections (or time runs out)."""
+        addresses = [dc.proxy_listen for dc in self.datacenters.values()]
+        addresses += [
+            f"{urlsplit(a.url).hostname}:{urlsplit(a.url).port}" for a in config.health.agents
+        ]
+        deadline = asyncio.get_running_loop().time() + timeout
+        for address in addresses:
+            host, port = parse_hostport(address) or ("127.0.0.1", 0)
+            while asyncio.get_running_loop().time() < deadline:
+                try:
+                    _, writer = await asyncio.open_connection(host, port)
+                except OSError:
+                    await asyncio.sleep(0.1)
+                    continue
+                writer.close()
+                await writer.wait_closed()
+                break
 
     async def _spawn(self, *args: str) -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
@@ -218,6 +238,7 @@ class Stack:
         dcs = ", ".join(self.datacenters)
         first = next(iter(self.datacenters), "eu-west")
         at = f"@{host} -p {port}"
+        gslb = gslb_command()
         lines = [
             "",
             "gslb example stack is up.",
@@ -232,10 +253,10 @@ class Stack:
             f"  dig {at} www.example.test +subnet=127.2.0.0/24     # a client in Germany",
             f"  dig {at} www.example.test +subnet=127.3.0.0/24     # a client in Japan",
             f"  dig {at} www.example.test +subnet=127.1.0.0/24     # a client in California",
-            f"  gslb explain --config {self.options.config_path} --zones {self.options.zones_dir}"
-            " www.example.test --client 127.2.0.1",
-            f"  gslb demo fail {first}      # break a datacenter, then dig again",
-            f"  gslb demo recover {first}",
+            f"  {gslb} explain --config {self.options.config_path} --zones "
+            f"{self.options.zones_dir} www.example.test --client 127.2.0.1",
+            f"  {gslb} demo fail {first}      # break a datacenter, then dig again",
+            f"  {gslb} demo recover {first}",
             "",
             "Ctrl-C stops everything.",
         ]
@@ -260,6 +281,16 @@ async def run_stack(options: StackOptions) -> int:
     print("\nstopping the stack...", flush=True)
     await stack.stop()
     return 0
+
+
+def gslb_command() -> str:
+    """How to type `gslb` from the current directory (the venv is usually not on PATH)."""
+    script = Path(sys.executable).parent / "gslb"
+    try:
+        relative = script.relative_to(Path.cwd())
+    except ValueError:
+        return str(script) if script.exists() else "gslb"
+    return str(relative)
 
 
 def venv_bin_on_path() -> None:
