@@ -77,5 +77,5 @@ class Config:
     services: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     health: HealthSettings = field(default_factory=HealthSettings)
     geoip_path: str | None = None
-    geoip_cache_size: int = 65536  # bounded LRU of client networks -> Location
+    geoip_cache_size: int = 16384  # bounded LRU of client networks -> Location
     extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))

@@ -290,7 +290,7 @@ class _Validator:
                     self.err(
                         mark_of(top, "geoip"), "geoip", f"GeoIP database not found: {geoip_path}"
                     )
-        cache_size = self.get(top, "geoip_cache_size", "", "int", 65536, lo=1, hi=10_000_000)
+        cache_size = self.get(top, "geoip_cache_size", "", "int", 16384, lo=1, hi=10_000_000)
 
         datacenters: dict[str, Datacenter] = {}
         raw_dcs = top.get("datacenters")
@@ -350,7 +350,7 @@ class _Validator:
             services=MappingProxyType(services),
             health=health,
             geoip_path=geoip_path,
-            geoip_cache_size=cache_size if cache_size is not None else 65536,
+            geoip_cache_size=cache_size if cache_size is not None else 16384,
             extra=MappingProxyType(extra),
         )
 

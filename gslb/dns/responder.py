@@ -309,7 +309,7 @@ class Responder:
                     packed = packed[12:]
             else:
                 packed = socket.inet_aton(client)
-            if len(self._packed) >= 65536:
+            if len(self._packed) >= 16384:
                 self._packed.clear()  # bounded whatever the number of clients
             self._packed[client] = packed
         return packed

@@ -84,7 +84,7 @@ def _get(record: dict[str, Any], section: str, key: str) -> Any:
 class Locator:
     """Looks client networks up in a GeoIP database, with a bounded LRU per client network."""
 
-    def __init__(self, path: str, cache_size: int = 65536) -> None:
+    def __init__(self, path: str, cache_size: int = 16384) -> None:
         try:
             self._reader = maxminddb.open_database(path)
         except (OSError, ValueError, maxminddb.InvalidDatabaseError) as exc:

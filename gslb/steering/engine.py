@@ -138,7 +138,7 @@ class SteeringEngine:
         locator: Locator | None,
         health: HealthHolder,
         rng: random.Random | None = None,
-        cache_size: int = 65536,
+        cache_size: int = 16384,
     ) -> None:
         self.config = config
         self.services: Mapping[str, Service] = config.services
