@@ -149,7 +149,7 @@ def test_minimal_valid_config():
     assert svc.policy == ("failover",) and svc.on_all_down == "servfail"
     assert (svc.ttl, svc.count, svc.types, svc.unknown_is) == (30, 1, ("A", "AAAA"), "up")
     assert cfg.datacenters["dc1"].region == "dc1"  # region defaults to the name
-    assert cfg.geoip_path is None and cfg.geoip_cache_size == 65536
+    assert cfg.geoip_path is None and cfg.geoip_cache_size == 16384
 
 
 def test_shipped_example_is_valid_and_complete():
