@@ -17,7 +17,7 @@ class DnsSettings:
     tcp_idle_timeout: float = 10.0  # seconds a connection may wait for its next complete query
     tcp_max_connections: int = 1024
     tcp_max_per_client: int = 32
-    packet_cache_size: int = 32_768  # raw query -> response entries, static and GSLB each
+    packet_cache_size: int = 24_576  # raw query -> response entries, static and GSLB each
     answer_cache_size: int = 20_000  # name plans and rendered GSLB answers
     receive_buffer: int = 8 * 1024 * 1024  # UDP socket buffer: default buffers drop bursts
     chaos_version: str | None = None  # CHAOS TXT version.bind / version.server; None = REFUSED
