@@ -251,19 +251,22 @@ class Responder:
         if self._guarded:
             return self._udp_guarded(data, client)
         packet = self._packets.get(data[2:])
+        if packet is None and self._gslb_packets:
+            packet = self._gslb_packet(data[2:])
         if packet is not None:
             packet.hits += 1
             return data[:2] + packet.response
-        if self.health is not None and self._gslb_packets:
-            if self._gslb_epoch != self.health.current.epoch:
-                self._fold(self._gslb_packets)
-                self._gslb_packets.clear()
-            else:
-                packet = self._gslb_packets.get(data[2:])
-                if packet is not None:
-                    packet.hits += 1
-                    return data[:2] + packet.response
         return self._answer(data, client, udp=True)
+
+    def _gslb_packet(self, key: bytes) -> _Packet | None:
+        """A GSLB packet-cache entry, valid only for the health epoch it was made in."""
+        if self.health is None:
+            return None
+        if self._gslb_epoch != self.health.current.epoch:
+            self._fold(self._gslb_packets)
+            self._gslb_packets.clear()
+            return None
+        return self._gslb_packets.get(key)
 
     def _udp_guarded(self, data: bytes, client: str) -> bytes | None:
         """The UDP path with an access list and/or rate limiting in force."""
@@ -273,9 +276,8 @@ class Responder:
             if action is not Action.ALLOW:
                 return self._denied(data, action)
         packet = self._packets.get(data[2:])
-        if packet is None and self._gslb_packets and self.health is not None:
-            if self._gslb_epoch == self.health.current.epoch:
-                packet = self._gslb_packets.get(data[2:])
+        if packet is None and self._gslb_packets:
+            packet = self._gslb_packet(data[2:])
         if packet is not None:
             packet.hits += 1
             response: bytes | None = data[:2] + packet.response
@@ -307,6 +309,7 @@ class Responder:
         return wire.error_response(query, wire.REFUSED, with_question=query.qname is not None)
 
     def _pack(self, client: str) -> bytes:
+        """Text address -> packed bytes (IPv4-mapped IPv6 as IPv4), cached per address."""
         packed = self._packed.get(client)
         if packed is None:
             if ":" in client:
@@ -431,12 +434,8 @@ class Responder:
     def _client_subnet(self, query: wire.Query, client: str) -> tuple[bytes, int]:
         if query.ecs is not None:
             return query.ecs.address, query.ecs.source_prefix
-        if ":" in client:
-            packed = socket.inet_pton(socket.AF_INET6, client.partition("%")[0])
-            if packed[:12] == b"\x00" * 10 + b"\xff\xff":
-                return packed[12:], 32
-            return packed, 128
-        return socket.inet_aton(client), 32
+        packed = self._pack(client)
+        return packed, 8 * len(packed)
 
     def _remember_packet(
         self,
