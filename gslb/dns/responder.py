@@ -407,9 +407,7 @@ class Responder:
             rendered = self._service_answer(query, qname_lower, plan, decision)
             service = plan.lookup.service or ""
             datacenter = decision.datacenters[0] if decision.datacenters else ""
-            cache_packet = (
-                cache_packet and query.ecs is not None and getattr(decision, "deterministic", False)
-            )
+            cache_packet = cache_packet and query.ecs is not None and decision.deterministic
         elif isinstance(plan, _Negative):
             response = self._finish_negative(query, plan)
             key = plan.zone_key if plan.rclass is ResponseClass.NXDOMAIN else qname_lower
