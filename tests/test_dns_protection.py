@@ -223,3 +223,43 @@ def test_caches_stay_bounded_under_a_random_name_flood(tmp_path: Path, zones_dir
         assert udp(server, dns.message.make_query("www.example.test", "A")).answer
     finally:
         server.stop()
+
+
+def test_access_lists_per_listener(tmp_path: Path, zones_dir: Path) -> None:
+    from .stackhelpers import free_ports
+
+    public, internal = free_ports(2)
+    extra = (
+        "acl: {deny: [127.9.0.0/16], action: refuse}\n"
+        "dns:\n"
+        "  listen:\n"
+        f"    - 127.0.0.1:{public}\n"
+        f"    - address: 127.0.0.1:{internal}\n"
+        "      acl: {allow: [127.9.0.0/16], action: drop}\n"
+    )
+    config = tmp_path / "gslb.yaml"
+    config.write_text(BASE_CONFIG + extra)
+    options = NodeOptions(
+        zones_dir=str(zones_dir),
+        config_path=str(config),
+        health_monitor=False,
+        rrl_overrides={"rate": 0},
+    )
+    server = ServerThread(options).start()
+    try:
+        # The public listener follows the global list: 127.9/16 is refused, others answered.
+        refused = blast(public, 1, source="127.9.0.1")[0]
+        assert refused is not None
+        assert dns.message.from_wire(refused).rcode() == dns.rcode.REFUSED
+        assert classify(blast(public, 1, source="127.8.0.1")) == (1, 0, 0)
+        # The internal listener has its own list: only 127.9/16, others silently dropped.
+        assert classify(blast(internal, 1, source="127.9.0.1")) == (1, 0, 0)
+        assert blast(internal, 1, source="127.8.0.1") == [None]
+        # TCP obeys the same per-listener list.
+        query = dns.message.make_query("www.example.test", "A")
+        reply = dns.query.tcp(query, "127.0.0.1", port=internal, timeout=2, source="127.9.0.1")
+        assert reply.answer
+        refused_tcp = dns.query.tcp(query, "127.0.0.1", port=public, timeout=2, source="127.9.0.1")
+        assert refused_tcp.rcode() == dns.rcode.REFUSED
+    finally:
+        server.stop()

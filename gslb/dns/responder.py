@@ -215,7 +215,10 @@ class Responder:
         rrl = self.protection.rrl
         self._rrl = rrl if rrl is not None and rrl.settings.enabled else None
         self._cookies = self.protection.cookies
-        self._guarded = self._acl is not None or self._rrl is not None
+        self._listener_acls = {
+            listener: listener_acl for listener, listener_acl in self.settings.listener_acls.items()
+        }
+        self._guarded = self._acl is not None or self._rrl is not None or bool(self._listener_acls)
         self._server_cookie: bytes | None = None  # COOKIE option for the response being built
         self._packed: dict[str, bytes] = {}
         self._labels: dict[tuple[int, int, str, str], tuple[int, int, str, str]] = {}
@@ -228,17 +231,20 @@ class Responder:
 
     # -- entry points ------------------------------------------------------------------------
 
-    def handle_udp(self, data: bytes, client: str) -> bytes | None:
-        """One UDP datagram from `client` (text address) -> the datagram to send, or None."""
+    def handle_udp(self, data: bytes, client: str, listener: str = "") -> bytes | None:
+        """One UDP datagram from `client` (text address) on `listener` -> the reply, or None."""
         stats = self.stats
         stats.queries += 1
         if stats.queries % self._sample_every:
-            return self._udp(data, client)
-        return self._sampled(data, client, udp=True)
+            return self._udp(data, client, listener)
+        return self._sampled(data, client, listener, udp=True)
 
-    def _sampled(self, data: bytes, client: str, udp: bool) -> bytes | None:
+    def _sampled(self, data: bytes, client: str, listener: str, udp: bool) -> bytes | None:
         started = time.perf_counter()
-        response = self._udp(data, client) if udp else self._answer(data, client, udp=False)
+        if udp:
+            response = self._udp(data, client, listener)
+        else:
+            response = self._tcp(data, client, listener)
         elapsed = time.perf_counter() - started
         queries = self.stats.queries
         if not queries % LATENCY_SAMPLE:
@@ -247,9 +253,9 @@ class Responder:
             _log_query(data, client, response, "udp" if udp else "tcp", elapsed)
         return response
 
-    def _udp(self, data: bytes, client: str) -> bytes | None:
+    def _udp(self, data: bytes, client: str, listener: str) -> bytes | None:
         if self._guarded:
-            return self._udp_guarded(data, client)
+            return self._udp_guarded(data, client, listener)
         packet = self._packets.get(data[2:])
         if packet is None and self._gslb_packets:
             packet = self._gslb_packet(data[2:])
@@ -268,11 +274,12 @@ class Responder:
             return None
         return self._gslb_packets.get(key)
 
-    def _udp_guarded(self, data: bytes, client: str) -> bytes | None:
+    def _udp_guarded(self, data: bytes, client: str, listener: str) -> bytes | None:
         """The UDP path with an access list and/or rate limiting in force."""
         packed = self._pack(client)
-        if self._acl is not None:
-            action = self._acl.check(packed)
+        acl = self._listener_acls.get(listener, self._acl)
+        if acl is not None:
+            action = acl.check(packed)
             if action is not Action.ALLOW:
                 return self._denied(data, action)
         packet = self._packets.get(data[2:])
@@ -323,15 +330,19 @@ class Responder:
             self._packed[client] = packed
         return packed
 
-    def handle_tcp(self, data: bytes, client: str) -> bytes | None:
+    def handle_tcp(self, data: bytes, client: str, listener: str = "") -> bytes | None:
         self.stats.queries += 1
-        if self._acl is not None:
-            action = self._acl.check(self._pack(client))
+        if self.stats.queries % self._sample_every:
+            return self._tcp(data, client, listener)
+        return self._sampled(data, client, listener, udp=False)
+
+    def _tcp(self, data: bytes, client: str, listener: str) -> bytes | None:
+        acl = self._listener_acls.get(listener, self._acl)
+        if acl is not None:
+            action = acl.check(self._pack(client))
             if action is not Action.ALLOW:
                 return self._denied(data, action)
-        if self.stats.queries % self._sample_every:
-            return self._answer(data, client, udp=False)
-        return self._sampled(data, client, udp=False)
+        return self._answer(data, client, udp=False)
 
     def answer_counts(self) -> dict[tuple[int, int, str, str], int]:
         """Answers sent so far by (qtype, rcode, service, datacenter), cache hits included."""

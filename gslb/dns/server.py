@@ -7,6 +7,7 @@ between two queries and nothing awaits on shared state while answering.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 from collections.abc import Callable
@@ -26,15 +27,16 @@ class ResponderHolder:
 
 
 class UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, holder: ResponderHolder) -> None:
+    def __init__(self, holder: ResponderHolder, listener: str = "") -> None:
         self.holder = holder
+        self.listener = listener  # the configured address: selects the listener's access list
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[type-arg]
-        response = self.holder.current.handle_udp(data, addr[0])
+        response = self.holder.current.handle_udp(data, addr[0], self.listener)
         if response is not None:
             self.transport.sendto(response, addr)  # type: ignore[union-attr]
 
@@ -85,9 +87,12 @@ class TcpProtocol(asyncio.Protocol):
     bytes (slowloris) is cut off after idle_timeout like one that sends nothing.
     """
 
-    def __init__(self, holder: ResponderHolder, connections: TcpConnections) -> None:
+    def __init__(
+        self, holder: ResponderHolder, connections: TcpConnections, listener: str = ""
+    ) -> None:
         self.holder = holder
         self.connections = connections
+        self.listener = listener
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
         self.client = ""
@@ -129,7 +134,7 @@ class TcpProtocol(asyncio.Protocol):
             message = bytes(buffer[2 : 2 + length])
             del buffer[: 2 + length]
             answered = True
-            response = self.holder.current.handle_tcp(message, self.client)
+            response = self.holder.current.handle_tcp(message, self.client, self.listener)
             if response is None:
                 continue  # RFC 7766 6.2.4: a dropped message need not close the connection
             self.transport.write(len(response).to_bytes(2, "big") + response)  # type: ignore[union-attr]
@@ -232,11 +237,12 @@ class DnsServer:
                 tcp_sock.close()
                 raise
             transport, _ = await loop.create_datagram_endpoint(
-                lambda: UdpProtocol(self.holder), sock=udp_sock
+                functools.partial(UdpProtocol, self.holder, item), sock=udp_sock
             )
             self._udp.append(transport)
             server = await loop.create_server(
-                lambda: TcpProtocol(self.holder, self.connections), sock=tcp_sock
+                functools.partial(TcpProtocol, self.holder, self.connections, item),
+                sock=tcp_sock,
             )
             self._tcp.append(server)
             self.addresses.append((host, port))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from types import MappingProxyType
 from typing import Any
 
 from ..config.yaml_loader import MarkedDict, mark_of
@@ -23,6 +25,8 @@ class DnsSettings:
     chaos_version: str | None = None  # CHAOS TXT version.bind / version.server; None = REFUSED
     chaos_id: str | None = None  # CHAOS TXT id.server / hostname.bind; None = REFUSED
     query_log_sample: float = 0.0  # fraction of queries logged (0 = off)
+    # Per-listener access lists ({address: AccessList}); listeners not named use `acl:`.
+    listener_acls: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
 
 _LIMITS: dict[str, tuple[float, float]] = {
@@ -50,20 +54,15 @@ def parse_dns(raw: Any) -> tuple[DnsSettings, list[Reason]]:
     values: dict[str, Any] = {}
     for key, value in raw.items():
         where = raw.mark_of(key) if isinstance(raw, MarkedDict) else None
-        if key not in known:
+        if key not in known or key == "listener_acls":
             reasons.append(Reason(where, f"dns.{key}", "unknown key"))
             continue
         default = getattr(settings, key)
         if key == "listen":
-            items = [value] if isinstance(value, str) else value
-            if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-                reasons.append(Reason(where, "dns.listen", "must be HOST:PORT or a list of them"))
-                continue
-            problems = [i for i in items if parse_hostport(i) is None]
-            if problems:
-                reasons.append(Reason(where, "dns.listen", f"not HOST:PORT: {problems[0]!r}"))
-                continue
-            values[key] = tuple(items)
+            addresses, acls = _parse_listen(value, where, reasons)
+            if addresses:
+                values[key] = addresses
+                values["listener_acls"] = MappingProxyType(acls)
         elif key.startswith("chaos_"):
             if value is not None and not isinstance(value, str):
                 reasons.append(Reason(where, f"dns.{key}", "must be a string"))
@@ -83,6 +82,42 @@ def parse_dns(raw: Any) -> tuple[DnsSettings, list[Reason]]:
                 continue
             values[key] = expected(value)
     return replace(settings, **values), reasons
+
+
+def _parse_listen(
+    value: Any, where: Any, reasons: list[Reason]
+) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """`listen`: HOST:PORT, or a list of HOST:PORT strings and {address, acl} mappings."""
+    from .acl import parse_acl
+
+    items = [value] if isinstance(value, str | dict) else value
+    if not isinstance(items, list) or not items:
+        reasons.append(Reason(where, "dns.listen", "must be HOST:PORT or a list of them"))
+        return (), {}
+    addresses: list[str] = []
+    acls: dict[str, Any] = {}
+    for item in items:
+        item_where = mark_of(item) or where
+        if isinstance(item, dict):
+            unknown = set(item) - {"address", "acl"}
+            if unknown:
+                reasons.append(
+                    Reason(item_where, f"dns.listen.{sorted(unknown)[0]}", "unknown key")
+                )
+                continue
+            address = item.get("address")
+            if item.get("acl") is not None:
+                acl, acl_reasons = parse_acl(item["acl"], section="dns.listen.acl")
+                reasons.extend(acl_reasons)
+                if isinstance(address, str):
+                    acls[address] = acl
+        else:
+            address = item
+        if not isinstance(address, str) or parse_hostport(address) is None:
+            reasons.append(Reason(item_where, "dns.listen", f"not HOST:PORT: {address!r}"))
+            continue
+        addresses.append(address)
+    return tuple(addresses), acls
 
 
 def parse_hostport(text: str) -> tuple[str, int] | None:
