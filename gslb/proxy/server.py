@@ -338,7 +338,7 @@ class ProxyServer:
         for listener in self.settings.listeners:
             if listener.mode == "tcp":
                 assert listener.pool is not None
-                relay = TcpRelay(self.pools[listener.pool], self.acl, self.guard)
+                relay = TcpRelay(self.pools[listener.pool], self.acl, self.guard, lim.idle_timeout)
                 server = await loop.create_server(
                     relay.protocol_factory,
                     listener.host,

@@ -28,11 +28,13 @@ class _Side(asyncio.Protocol):
         self.pending: list[bytes] = []  # data read before the peer exists
         self.closed = asyncio.get_running_loop().create_future()
         self.eof = False
+        self.last_active = time.monotonic()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
+        self.last_active = time.monotonic()
         if self.peer is not None and self.peer.transport is not None:
             self.peer.transport.write(data)
         else:
@@ -71,10 +73,13 @@ class _Side(asyncio.Protocol):
 
 
 class TcpRelay:
-    def __init__(self, pool: Pool, acl: IpAcl, guard: ConnectionGuard) -> None:
+    def __init__(
+        self, pool: Pool, acl: IpAcl, guard: ConnectionGuard, idle_timeout: float = 60.0
+    ) -> None:
         self.pool = pool
         self.acl = acl
         self.guard = guard
+        self.idle_timeout = idle_timeout  # a relayed pair with no bytes either way is closed
         self._tasks: set[asyncio.Task[None]] = set()
         self._transports: set[asyncio.Transport] = set()
 
@@ -144,9 +149,26 @@ class TcpRelay:
                 if client.eof and upstream.transport.can_write_eof():
                     upstream.transport.write_eof()
                 client.transport.resume_reading()
-            await asyncio.wait([client.closed, upstream.closed], return_when=asyncio.ALL_COMPLETED)
+            await self._until_closed_or_idle(client, upstream)
         finally:
             member.inflight -= 1
+
+    async def _until_closed_or_idle(self, client: _Side, upstream: _Side) -> None:
+        waiting = {client.closed, upstream.closed}
+        while True:
+            done, _ = await asyncio.wait(
+                waiting, timeout=self.idle_timeout, return_when=asyncio.ALL_COMPLETED
+            )
+            if len(done) == len(waiting):
+                return
+            quiet = time.monotonic() - max(client.last_active, upstream.last_active)
+            if quiet >= self.idle_timeout:
+                log.info("tcp: closing a relay idle for %.0f s", quiet)
+                for side in (client, upstream):
+                    if side.transport is not None:
+                        side.transport.abort()
+                await asyncio.wait(waiting)
+                return
 
     async def close(self) -> None:
         for transport in list(self._transports):

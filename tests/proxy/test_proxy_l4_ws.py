@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ssl
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -12,7 +13,14 @@ import aiohttp
 import pytest
 import trustme
 
-from gslb.proxy.settings import CheckSpec, ListenerSpec, MemberSpec, PoolSpec, ProxySettings
+from gslb.proxy.settings import (
+    CheckSpec,
+    LimitsSpec,
+    ListenerSpec,
+    MemberSpec,
+    PoolSpec,
+    ProxySettings,
+)
 
 from .test_proxy_accel import settings_for
 from .test_proxy_forward import free_port
@@ -183,6 +191,29 @@ async def test_tcp_mode_half_close(proxy, tcp_servers) -> None:  # type: ignore[
         writer.write_eof()  # like `nc -N`: the answer must still come back
         got = await asyncio.wait_for(reader.read(), 3)
         assert got == b"t0\nrequest then FIN"
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+async def test_tcp_mode_closes_idle_relays(proxy, tcp_servers) -> None:  # type: ignore[no-untyped-def]
+    s = NamedServer("t0")
+    await s.start()
+    tcp_servers.append(s)
+    settings = dataclasses.replace(tcp_settings([s.port]), limits=LimitsSpec(idle_timeout=0.3))
+    p = await proxy(settings)
+    reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+    try:
+        assert (await asyncio.wait_for(reader.readline(), 2)).strip() == b"t0"
+        # Traffic keeps the relay open past the idle timeout...
+        for _ in range(3):
+            writer.write(b"ping")
+            await writer.drain()
+            assert await asyncio.wait_for(reader.readexactly(4), 2) == b"ping"
+            await asyncio.sleep(0.15)
+        # ...silence closes it.
+        assert await asyncio.wait_for(reader.read(), 3) == b""
     finally:
         writer.close()
         with contextlib.suppress(ConnectionError):
