@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import dns.message
+import dns.query
 import dns.rcode
 import pytest
 
@@ -214,3 +215,20 @@ def test_workers_share_the_port(zones_dir: Path) -> None:
     finally:
         os.kill(process.pid, signal.SIGTERM)
         assert process.wait(10) == 0
+
+
+def test_ipv4_and_ipv6_listeners(zones_dir: Path) -> None:
+    options = NodeOptions(zones_dir=str(zones_dir), listen=["127.0.0.1:0", "[::1]:0"])
+    server = ServerThread(options).start()
+    try:
+        assert server.node is not None
+        (v4_host, v4_port), (v6_host, v6_port) = server.node.server.addresses
+        assert (v4_host, v6_host) == ("127.0.0.1", "::1")
+        query = dns.message.make_query("www.example.test", "AAAA")
+        for host, port in ((v4_host, v4_port), (v6_host, v6_port)):
+            assert dns.query.udp(query, host, port=port, timeout=2).answer
+            assert dns.query.tcp(query, host, port=port, timeout=2).answer
+        # A client on ::1 is located (and rate limited) by its IPv6 address without errors.
+        assert server.node.holder.current.stats.errors == 0
+    finally:
+        server.stop()
