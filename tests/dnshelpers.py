@@ -55,6 +55,25 @@ ns1   IN A   192.0.2.54
 """
 
 
+TWO_DATACENTERS = """\
+geoip: {geoip}
+datacenters:
+  eu-west: {{region: eu-west, latitude: 53.35, longitude: -6.26, ipv4: [192.0.2.21]}}
+  ap-northeast: {{region: ap-northeast, latitude: 35.68, longitude: 139.65, ipv4: [198.51.100.31]}}
+services:
+  www.example.test:
+    policy: geoproximity
+    datacenters: [eu-west, ap-northeast]
+    ttl: {ttl}
+    on_all_down: fail_open
+"""
+
+
+def two_datacenter_config(geoip: Path | str, ttl: object = 30) -> str:
+    """A small GSLB config: www.example.test over Dublin and Tokyo, no health checks."""
+    return TWO_DATACENTERS.format(geoip=geoip, ttl=ttl)
+
+
 def write_zones(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     chunks = {f"big{n}" if n > 1 else "big": chr(ord("a") + n) * 250 for n in range(1, 7)}

@@ -14,28 +14,15 @@ import dns.query
 
 from gslb.dns.node import NodeOptions
 
-from .dnshelpers import ServerThread, udp
+from .dnshelpers import ServerThread, two_datacenter_config, udp
 from .stackhelpers import ROOT, free_ports
-
-CONFIG = """\
-geoip: {geoip}
-datacenters:
-  eu-west: {{region: eu-west, latitude: 53.35, longitude: -6.26, ipv4: [192.0.2.21]}}
-  ap-northeast: {{region: ap-northeast, latitude: 35.68, longitude: 139.65, ipv4: [198.51.100.31]}}
-services:
-  www.example.test:
-    policy: geoproximity
-    datacenters: [eu-west, ap-northeast]
-    ttl: 30
-    on_all_down: fail_open
-"""
 
 
 def test_geoip_database_change_triggers_a_reload(tmp_path: Path) -> None:
     geoip = tmp_path / "city.mmdb"
     shutil.copy(ROOT / "geodata" / "gslb-test-city.mmdb", geoip)
     config = tmp_path / "gslb.yaml"
-    config.write_text(CONFIG.format(geoip=geoip))
+    config.write_text(two_datacenter_config(geoip))
     options = NodeOptions(
         zones_dir=str(ROOT / "zones"),
         config_path=str(config),
@@ -67,7 +54,7 @@ def test_geoip_database_change_triggers_a_reload(tmp_path: Path) -> None:
 def test_json_logs_and_sampled_query_log(tmp_path: Path) -> None:
     config = tmp_path / "gslb.yaml"
     config.write_text(
-        CONFIG.format(geoip=ROOT / "geodata" / "gslb-test-city.mmdb")
+        two_datacenter_config(ROOT / "geodata" / "gslb-test-city.mmdb")
         + "dns:\n  query_log_sample: 1.0\n"
     )
     port, admin = free_ports(2)

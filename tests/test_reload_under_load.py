@@ -13,25 +13,14 @@ import dns.edns
 import dns.message
 import dns.query
 
+from .dnshelpers import two_datacenter_config
 from .stackhelpers import ROOT, free_ports
 
-CONFIG = """\
-geoip: {geoip}
-datacenters:
-  eu-west: {{region: eu-west, latitude: 53.35, longitude: -6.26, ipv4: [192.0.2.21]}}
-  ap-northeast: {{region: ap-northeast, latitude: 35.68, longitude: 139.65, ipv4: [198.51.100.31]}}
-services:
-  www.example.test:
-    policy: geoproximity
-    datacenters: [eu-west, ap-northeast]
-    ttl: {ttl}
-    on_all_down: fail_open
-"""
 EXPECTED = {"127.2.0.0": "192.0.2.21", "127.3.0.0": "198.51.100.31"}
 
 
 def write_config(path: Path, ttl: object) -> None:
-    path.write_text(CONFIG.format(geoip=ROOT / "geodata" / "gslb-test-city.mmdb", ttl=ttl))
+    path.write_text(two_datacenter_config(ROOT / "geodata" / "gslb-test-city.mmdb", ttl))
 
 
 def test_continuous_queries_survive_repeated_reloads(tmp_path: Path) -> None:

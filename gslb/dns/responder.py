@@ -715,7 +715,7 @@ def _slip(response: bytes) -> bytes:
     flags, qdcount = struct.unpack_from("!HH", response, 2)
     end = 12
     if qdcount:
-        end = wire._read_question_name(response, 12) + 4
+        end = wire.question_name_end(response, 12) + 4
     return (
         response[:2]
         + struct.pack("!HHHHH", flags | wire.TC, 1 if qdcount else 0, 0, 0, 0)

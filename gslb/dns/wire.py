@@ -92,8 +92,9 @@ class Query:
         return (self.flags >> 11) & 0xF
 
 
-def _read_question_name(data: bytes, offset: int) -> int:
-    """End offset of an uncompressed name (a question name cannot point backwards usefully)."""
+def _name_end(data: bytes, offset: int, pointers: bool) -> int:
+    """End offset of the name at `offset`. A question name may not use compression (it could
+    only point backwards into the header); names in records we skip over may."""
     end = len(data)
     pos = offset
     while True:
@@ -103,31 +104,20 @@ def _read_question_name(data: bytes, offset: int) -> int:
         if length == 0:
             pos += 1
             break
-        if length > 63:  # compression pointer or reserved label type
-            raise ValueError("compressed or extended label in question")
+        if length & 0xC0 == 0xC0 and pointers:
+            if pos + 2 > end:
+                raise ValueError("truncated pointer")
+            return pos + 2
+        if length > 63:  # compression pointer in a question, or a reserved label type
+            raise ValueError("compressed or extended label")
         pos += length + 1
     if pos - offset > MAX_NAME:
         raise ValueError("name too long")
     return pos
 
 
-def _skip_name(data: bytes, offset: int) -> int:
-    """End offset of a possibly compressed name in a record we only skip over."""
-    end = len(data)
-    pos = offset
-    while True:
-        if pos >= end:
-            raise ValueError("name runs past the end")
-        length = data[pos]
-        if length == 0:
-            return pos + 1
-        if length & 0xC0 == 0xC0:
-            if pos + 2 > end:
-                raise ValueError("truncated pointer")
-            return pos + 2
-        if length > 63:
-            raise ValueError("reserved label type")
-        pos += length + 1
+def question_name_end(data: bytes, offset: int) -> int:
+    return _name_end(data, offset, pointers=False)
 
 
 def _parse_ecs(data: bytes) -> ClientSubnet:
@@ -194,7 +184,7 @@ def parse_query(data: bytes) -> Query:
         query.error = FORMERR
         return query
     try:
-        pos = _read_question_name(data, 12)
+        pos = question_name_end(data, 12)
         if pos + 4 > len(data):
             raise ValueError("question truncated")
         query.qname = data[12:pos]
@@ -203,7 +193,7 @@ def parse_query(data: bytes) -> Query:
         opt_seen = False
         for index in range(ancount + nscount + arcount):
             owner_start = pos
-            pos = _skip_name(data, pos)
+            pos = _name_end(data, pos, pointers=True)
             if pos + 10 > len(data):
                 raise ValueError("record truncated")
             rtype, klass, ttl, rdlength = RR_FIXED.unpack_from(data, pos)
