@@ -172,3 +172,39 @@ async def test_agent_reload_pushes_snapshot() -> None:
             assert json.dumps(data)  # plain JSON
         finally:
             await agent.stop()
+
+
+async def test_agent_metrics() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    b = Backend()
+    await b.start()
+    config = make_config({"dc1": fast_check(b.port)})
+    agent = Agent(config, "eu-west", heartbeat=0.1)
+    port = await agent.start("127.0.0.1", 0)
+    try:
+        await wait_for(lambda: agent.scheduler.machines["dc1"].state == "up")
+        await b.stop()
+        await wait_for(lambda: agent.scheduler.machines["dc1"].state == "down")
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"http://127.0.0.1:{port}/metrics") as r:
+                assert r.status == 200
+                text = await r.text()
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        state = {
+            (x.labels["target"], x.labels["region"], x.labels["state"]): x.value
+            for x in families["gslb_health_state"].samples
+        }
+        assert state[("dc1", "eu-west", "down")] == 1.0
+        assert state[("dc1", "eu-west", "up")] == 0.0
+        transitions = {
+            x.labels["state"]: x.value
+            for x in families["gslb_health_transitions"].samples
+            if x.name == "gslb_health_transitions_total"
+        }
+        assert transitions == {"up": 1.0, "down": 1.0}
+        probes = [x for x in families["gslb_health_probe_seconds"].samples if "count" in x.name]
+        assert probes and probes[0].value >= 2  # the successful checks that made it rise
+    finally:
+        await agent.stop()
+        await b.stop()

@@ -17,7 +17,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
 
+from ..admin.metrics import HealthCollector, HealthCounters
 from ..clock import SYSTEM_CLOCK, Clock
 from ..config.model import Config
 from .checks import Checker, CheckTarget, describe_targets, targets_from_config
@@ -81,6 +83,9 @@ class Agent:
         self._subscribers: set[asyncio.Queue[tuple[str, dict[str, Any]] | None]] = set()
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
+        # Plain counters for /metrics, read at scrape time.
+        self.transitions: dict[tuple[str, str], int] = {}  # (target, new state) -> count
+        self.latency: dict[str, tuple[float, int]] = {}  # target -> (seconds summed, checks)
 
     # ---- state ------------------------------------------------------------------------------
 
@@ -96,8 +101,14 @@ class Agent:
         }
 
     def _on_result(self, name: str, machine: RiseFall, transition: Transition | None) -> None:
+        last = machine.last_result
+        if last is not None and last.latency is not None:
+            total, count = self.latency.get(name, (0.0, 0))
+            self.latency[name] = (total + last.latency, count + 1)
         if transition is None:
             return  # latency/streak updates are visible in GET; only state changes are pushed
+        key = (name, transition.new)
+        self.transitions[key] = self.transitions.get(key, 0) + 1
         self.seq += 1
         self._broadcast(
             "change",
@@ -133,7 +144,21 @@ class Agent:
         app = web.Application()
         app.router.add_get("/v1/health", self._get_health)
         app.router.add_get("/v1/health/stream", self._stream)
+        app.router.add_get("/metrics", self._metrics)
         return app
+
+    def health_counters(self) -> HealthCounters:
+        region = self.region
+        return HealthCounters(
+            transitions={(t, region, s): n for (t, s), n in self.transitions.items()},
+            state={(t, region): m.state for t, m in self.scheduler.machines.items()},
+            probe_latency={(t, region): v for t, v in self.latency.items()},
+        )
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(HealthCollector(self.health_counters))
+        return web.Response(body=generate_latest(registry), content_type="text/plain")
 
     async def _get_health(self, request: web.Request) -> web.Response:
         return web.json_response(self.snapshot())
