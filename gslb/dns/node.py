@@ -82,7 +82,7 @@ def load_generation(options: NodeOptions, health: HealthHolder) -> Loaded:
         if config.geoip_path:
             from ..geo.locate import Locator
 
-            locator = Locator(config.geoip_path, **_locator_kwargs(config))
+            locator = Locator(config.geoip_path, cache_size=config.geoip_cache_size)
         steering = SteeringEngine(config, locator, health)
     settings, reasons = parse_dns(raw_dns)
     extra = config.extra if config is not None else {}
@@ -128,11 +128,6 @@ def build_protection(extra: Any, options: NodeOptions) -> tuple[Protection, list
     limiter = ResponseRateLimiter(rrl_settings) if rrl_settings.enabled else None
     protection = Protection(acl, limiter, jar, cookie_settings.require_valid)
     return protection, reasons
-
-
-def _locator_kwargs(config: Any) -> dict[str, Any]:
-    size = getattr(config, "geoip_cache_size", None)
-    return {"cache_size": size} if size else {}
 
 
 class DnsNode:
