@@ -305,12 +305,25 @@ class HealthMonitor:
         for t in changed:
             old = self._final.get(t)
             if old is not None and old.state != final[t].state:
+                regions = dict(final[t].regions)
+                evidence = ", ".join(f"{r} {st}" for r, st in sorted(regions.items()))
                 log.info(
-                    "target %s: %s -> %s (%s)",
+                    "target %s: %s -> %s (%s)%s",
                     t,
-                    old.state if old else "none",
+                    old.state,
                     final[t].state,
                     final[t].reason,
+                    f"; regions: {evidence}" if evidence else "",
+                    extra={
+                        "fields": {
+                            "event": "health_transition",
+                            "target": t,
+                            "from": old.state,
+                            "to": final[t].state,
+                            "reason": final[t].reason,
+                            "regions": regions,
+                        }
+                    },
                 )
         self._final = final
         self.holder.publish(self.holder.current.with_states(final))
