@@ -134,6 +134,9 @@ class UpstreamConn(asyncio.Protocol):
         self.informational = False
         self.framing = "raw"
         self.done = False
+        self.keep_alive = True
+        self.head_status = 0  # a HEAD response head, finished after the parser returns
+        self.out_of_sync = False
         self.closed = False
         self.reused = False
         self.last_activity = 0.0
@@ -158,6 +161,17 @@ class UpstreamConn(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self.close()
             client.upstream_failed(self, f"bad response: {exc}")
+        if self.head_status:
+            # llhttp cannot be told a response to HEAD has no body: its parser now waits for
+            # one. A fresh parser reads the next response; bytes after the head mean the member
+            # is out of sync, so the connection is then not reused.
+            status = self.head_status
+            self.head_status = 0
+            self.parser = httptools.HttpResponseParser(self)
+            if self.out_of_sync:
+                self.keep_alive = False
+            if self.req is not None and self.client is not None:
+                self.client.response_head(self, status)
         client.flush()  # one write to the client per read from the upstream
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -191,14 +205,23 @@ class UpstreamConn(asyncio.Protocol):
         if status < 200:  # 1xx interim answer (we never send Expect upstream): drop it
             self.informational = True
             return
+        self.keep_alive = self.parser.should_keep_alive()
         if self.client is not None and self.req is not None:
+            if self.req.method == b"HEAD":
+                self.head_status = status  # finished in data_received, see there
+                return
             self.client.response_head(self, status)
 
     def on_body(self, body: bytes) -> None:
+        if self.head_status:
+            self.out_of_sync = True
+            return
         if self.client is not None and self.req is not None and not self.informational:
             self.client.response_body(self, body)
 
     def on_message_complete(self) -> None:
+        if self.head_status:
+            return  # a HEAD response with Content-Length: 0; finished in data_received
         if self.informational:
             self.informational = False
             self.headers = []
@@ -216,6 +239,7 @@ class UpstreamConn(asyncio.Protocol):
         self.reason = b""
         self.done = False
         self.informational = False
+        self.out_of_sync = False
         now = time.monotonic()
         self.sent_at = self.last_activity = now
         self.timeout = timeout
@@ -244,7 +268,7 @@ class UpstreamConn(asyncio.Protocol):
         self._inactive()
         self.req = None
         self.client = None
-        if self.closed or not self.parser.should_keep_alive():
+        if self.closed or not self.keep_alive:
             self.close()
             return
         self.reused = True
@@ -801,12 +825,14 @@ class ClientConn(asyncio.Protocol):
         req.head_sent = True
         self.out.append(b"".join(parts))
         if req.method == b"HEAD":
-            # llhttp cannot be told the response to HEAD has no body: finish here, and do not
-            # reuse the connection (its parser would wait for a body that never comes).
+            # The response is complete with its head (UpstreamConn swapped in a fresh parser).
             conn.done = True
             req.upstream = None
             member.inflight -= 1
-            conn.close()
+            if req.complete:
+                conn.release()
+            else:
+                conn.close()
             self._finish(req)
 
     def response_body(self, conn: UpstreamConn, body: bytes) -> None:
