@@ -36,6 +36,10 @@ class DnsCounters:
     latency_buckets: list[tuple[float, int]] = field(default_factory=list)
     latency_sum: float = 0.0
     latency_count: int = 0
+    # Protection counters: RRL verdicts ({"dropped": n, "slipped": n, ...}) and ACL denials
+    # ({"refused": n, "dropped": n}).
+    rrl: dict[str, int] = field(default_factory=dict)
+    acl: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -103,6 +107,16 @@ class DnsCollector:
             "Time from reading a query to sending its answer",
             labels=["worker"],
         )
+        rrl = CounterMetricFamily(
+            "gslb_dns_rrl_responses_total",
+            "Responses seen by response rate limiting, by verdict",
+            labels=["verdict", "worker"],
+        )
+        acl = CounterMetricFamily(
+            "gslb_dns_acl_denied_total",
+            "Queries refused or dropped by an access list",
+            labels=["action", "worker"],
+        )
         for c in workers:
             # Copy first: the hot path may add keys between our reads.
             for (qtype, rcode, service, dc), n in list(c.queries.items()):
@@ -110,7 +124,11 @@ class DnsCollector:
             hits.add_metric([c.worker], c.cache_hits)
             misses.add_metric([c.worker], c.cache_misses)
             latency.add_metric([c.worker], _buckets(c), c.latency_sum)
-        return [queries, hits, misses, latency]
+            for verdict, n in sorted(c.rrl.items()):
+                rrl.add_metric([verdict, c.worker], n)
+            for action, n in sorted(c.acl.items()):
+                acl.add_metric([action, c.worker], n)
+        return [queries, hits, misses, latency, rrl, acl]
 
 
 class HealthCollector:

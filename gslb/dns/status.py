@@ -225,7 +225,16 @@ class NodeStatus:
             latency_buckets=buckets,
             latency_sum=stats.latency_sum,
             latency_count=stats.latency_samples,
+            rrl=self._rrl_counts(responder),
+            acl={"refused": stats.acl_refused, "dropped": stats.acl_dropped},
         )
+
+    @staticmethod
+    def _rrl_counts(responder: Any) -> dict[str, int]:
+        limiter = responder.protection.rrl
+        if limiter is None:
+            return {}
+        return {k: v for k, v in limiter.stats.as_dict().items() if k != "evictions"}
 
     def health_counters(self) -> Any:
         from ..admin.server import HealthCounters
