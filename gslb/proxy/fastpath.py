@@ -307,6 +307,11 @@ class ClientConn(asyncio.Protocol):
         self.raw: bytearray | None = bytearray()  # bytes since the connection was last idle
         self.raw_requests = 0
         self.switch_to: _Req | None = None
+        # Relay mode: a pipelined request needed the aiohttp path after others went upstream
+        # from here. Their bytes are gone, so this parser keeps parsing and feeds the aiohttp
+        # protocol each message re-serialised, in order (see _start_relay).
+        self.relay: Any = None
+        self.upgraded: bytearray | None = None  # bytes after a pipelined upgrade request head
         self.closing = False
         self.write_paused = False
         self.head_bytes = 0  # bytes received while a request head is incomplete
@@ -333,6 +338,9 @@ class ClientConn(asyncio.Protocol):
         self._arm("head")
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.relay is not None:
+            self.relay.connection_lost(exc)
+            return
         self._disarm()
         self.fast.clients.discard(self)
         self.closing = True
@@ -352,12 +360,16 @@ class ClientConn(asyncio.Protocol):
         self.pending.clear()
 
     def pause_writing(self) -> None:
+        if self.relay is not None:
+            return self.relay.pause_writing()  # type: ignore[no-any-return]
         self.write_paused = True
         req = self.current
         if req is not None and req.upstream is not None and req.upstream.transport is not None:
             req.upstream.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        if self.relay is not None:
+            return self.relay.resume_writing()  # type: ignore[no-any-return]
         self.write_paused = False
         req = self.current
         if req is not None and req.upstream is not None and req.upstream.transport is not None:
@@ -387,7 +399,12 @@ class ClientConn(asyncio.Protocol):
             self.out.clear()
 
     def data_received(self, data: bytes) -> None:
+        if self.relay is not None:
+            return self._relay_data(data)
         if self.closing:
+            return
+        if self.upgraded is not None:
+            self.upgraded += data  # after an upgrade head: not HTTP, kept for the aiohttp side
             return
         idle = self.current is None and not self.pending and self.req is None
         if idle:
@@ -401,8 +418,11 @@ class ClientConn(asyncio.Protocol):
             self.head_bytes += len(data)
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            pass  # the upgrade request is switched to aiohttp below
+        except httptools.HttpParserUpgrade as exc:
+            # The upgrade request is switched to aiohttp below (first request: raw replay) or
+            # once the requests before it are answered (relay mode, with these bytes).
+            if self.switch_to is None and self.relay is None:
+                self.upgraded = bytearray(data[exc.args[0] :])
         except httptools.HttpParserError as exc:
             if self.req is not None and self.req.reject:
                 self._bad_request(431, "request header fields too large")
@@ -481,6 +501,9 @@ class ClientConn(asyncio.Protocol):
         req.version = self.parser.get_http_version()
         req.keep_alive = self.parser.should_keep_alive()
         req.started = time.monotonic()
+        if self.relay is not None:
+            self.relay.data_received(_serialise_head(req))
+            return
         if self.current is None and not self.pending:
             self._start(req)
         else:
@@ -490,6 +513,9 @@ class ClientConn(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         req = self.req
+        if self.relay is not None and req is not None:
+            self.relay.data_received(b"%x\r\n%s\r\n" % (len(body), body) if req.chunked else body)
+            return
         if req is None or req is self.switch_to:
             return
         req.body_size += len(body)
@@ -520,6 +546,10 @@ class ClientConn(asyncio.Protocol):
         req = self.req
         self.req = None
         self.in_head = True
+        if self.relay is not None:
+            if req is not None and req.chunked:
+                self.relay.data_received(b"0\r\n\r\n")
+            return
         if req is None or req is self.switch_to:
             return
         req.complete = True
@@ -928,8 +958,8 @@ class ClientConn(asyncio.Protocol):
     def _finish(self, req: _Req) -> None:
         self._finish_log(req)
         self.current = None
-        if not req.keep_alive or self.closing:
-            self._close()
+        if not req.keep_alive or self.closing or (self.upgraded is not None and not self.pending):
+            self._close()  # (an upgrade request answered here: the stream after it is not HTTP)
             return
         if self.pending:
             nxt = self.pending.popleft()
@@ -944,10 +974,65 @@ class ClientConn(asyncio.Protocol):
     # -- hand-over to the aiohttp server (full feature path)
     def _hand_over(self, req: _Req) -> None:
         if self.raw is None or self.raw_requests != 1 or self.pending:
-            # Pipelined behind other requests: its first bytes are gone. Rare; refuse cleanly.
-            return self._reply(req, 503, "retry this request on a new connection", close=True)
+            # Pipelined behind other requests: its first bytes are gone. The answers before it
+            # are complete (it is the current request), so the aiohttp protocol takes over now.
+            return self._start_relay(req)
         self.switch_to = req
         self.current = None  # data_received finishes the switch once the parser returns
+
+    def _start_relay(self, req: _Req) -> None:
+        transport = self.transport
+        assert transport is not None
+        self.current = None
+        self.flush()  # the answers to the requests before this one go first
+        self._disarm()
+        if self.admitted:
+            self.proxy.guard.release(self.ip)  # the aiohttp protocol counts it again
+            self.admitted = False
+        self.fast.clients.discard(self)
+        handler = self.fast.web_server()
+        handler.connection_made(transport)
+        self.relay = handler
+        transport.resume_reading()  # aiohttp applies its own flow control from here
+        backlog = [req, *self.pending]
+        self.pending.clear()
+        for r in backlog:
+            if r.too_large:  # its body was cut short: it cannot be replayed faithfully
+                transport.close()
+                return
+            handler.data_received(_serialise_head(r))
+            for body in r.body:
+                handler.data_received(
+                    b"%x\r\n%s\r\n" % (len(body), body) if r.chunked else body
+                )
+            r.body = []
+            if r.complete and r.chunked:
+                handler.data_received(b"0\r\n\r\n")
+        if self.upgraded is not None:
+            # Parsing stopped at an upgrade request: what follows is the upgraded protocol.
+            rest = bytes(self.upgraded)
+            self.upgraded = None
+            self.relay = None
+            self.closing = True
+            transport.set_protocol(handler)
+            if rest:
+                handler.data_received(rest)
+
+    def _relay_data(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            handler = self.relay
+            assert handler is not None and self.transport is not None
+            self.relay = None
+            self.closing = True
+            self.transport.set_protocol(handler)
+            rest = data[exc.args[0] :]
+            if rest:
+                handler.data_received(rest)
+        except httptools.HttpParserError:
+            if self.transport is not None:
+                self.transport.close()
 
     def _switch(self) -> None:
         transport = self.transport
@@ -964,6 +1049,15 @@ class ClientConn(asyncio.Protocol):
         handler.connection_made(transport)
         handler.data_received(bytes(raw))
         self.raw = None
+
+
+def _serialise_head(req: _Req) -> bytes:
+    """A parsed request head as bytes again (relay mode); chunked bodies are re-framed."""
+    parts = [req.method, b" ", req.url, b" HTTP/", req.version.encode(), b"\r\n"]
+    for name, value in req.headers:
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
 
 
 class FastListener:
