@@ -14,14 +14,14 @@ import os
 import signal
 import socket
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from .config.model import Config
+from .config.model import Config, ProbeAgent
 from .demo.backend import DemoBackend
 from .dns.node import DnsNode, NodeOptions
 from .dns.settings import parse_hostport
@@ -39,7 +39,6 @@ class StackOptions:
     backends_per_datacenter: int = 2
     proxy_check_interval: float = 0.25
     log_level: str = "WARNING"  # for the child processes
-    extra_dns_listen: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -66,7 +65,7 @@ class Stack:
             NodeOptions(
                 zones_dir=options.zones_dir,
                 config_path=options.config_path,
-                listen=[options.dns_listen, *options.extra_dns_listen],
+                listen=[options.dns_listen],
             )
         )
         config: Config = node.generation.config
@@ -103,7 +102,6 @@ class Stack:
                 "1",
             )
         for agent in config.health.agents:
-            parts = urlsplit(agent.url)
             self.probes[agent.region] = await self._spawn(
                 "probe",
                 "--config",
@@ -111,7 +109,7 @@ class Stack:
                 "--region",
                 agent.region,
                 "--listen",
-                f"{parts.hostname}:{parts.port}",
+                agent_listen(agent),
             )
         await node.start()
         await self._start_admin()
@@ -120,9 +118,7 @@ class Stack:
     async def _wait_listening(self, config: Config, timeout: float = 20.0) -> None:
         """Return once every proxy and probe agent accepts connections (or time runs out)."""
         addresses = [dc.proxy_listen for dc in self.datacenters.values()]
-        addresses += [
-            f"{urlsplit(a.url).hostname}:{urlsplit(a.url).port}" for a in config.health.agents
-        ]
+        addresses += [agent_listen(agent) for agent in config.health.agents]
         deadline = asyncio.get_running_loop().time() + timeout
         for address in addresses:
             host, port = parse_hostport(address) or ("127.0.0.1", 0)
@@ -201,9 +197,7 @@ class Stack:
             for dc in config.datacenters.values()
             if dc.check and dc.check.port
         ]
-        wanted += [
-            f"{urlsplit(a.url).hostname}:{urlsplit(a.url).port}" for a in config.health.agents
-        ]
+        wanted += [agent_listen(agent) for agent in config.health.agents]
         busy = []
         for item in wanted:
             host, port = parse_hostport(item) or ("127.0.0.1", 0)
@@ -281,6 +275,12 @@ async def run_stack(options: StackOptions) -> int:
     print("\nstopping the stack...", flush=True)
     await stack.stop()
     return 0
+
+
+def agent_listen(agent: ProbeAgent) -> str:
+    """The HOST:PORT a probe agent listens on, from its URL in the config."""
+    parts = urlsplit(agent.url)
+    return f"{parts.hostname}:{parts.port}"
 
 
 def gslb_command() -> str:
