@@ -68,6 +68,10 @@ POOL_KEYS = {
     "retry_budget_percent",
     "persistence",
     "cookie_name",
+    "tls",
+    "verify",
+    "ca_file",
+    "server_name",
 }
 DEFAULT_KEYS = POOL_KEYS - {"members"}
 MEMBER_KEYS = {"address", "weight"}
@@ -246,6 +250,29 @@ def _cidrs(value: Any) -> tuple[str, ...]:
     return items
 
 
+def _readable_file(value: Any) -> str:
+    path = _string(value)
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot read {path!r}: {exc.strerror}") from None
+    return path
+
+
+def _member_address(value: Any) -> tuple[str, int, bool]:
+    """'host:port', 'http://host:port' or 'https://host:port' (TLS to that member)."""
+    if isinstance(value, str):
+        scheme, sep, rest = value.partition("://")
+        if sep:
+            if scheme.lower() not in ("http", "https"):
+                raise ValueError(f"scheme must be http or https, not {scheme!r}")
+            host, port = _address(rest.rstrip("/"))
+            return host, port, scheme.lower() == "https"
+    host, port = _address(value)
+    return host, port, False
+
+
 def _address(value: Any) -> tuple[str, int]:
     if not isinstance(value, str):
         raise ValueError(f"must be 'host:port', not {value!r}")
@@ -352,6 +379,10 @@ _POOL_CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "retry_budget_percent": _number(0, 100),
     "persistence": _choice(("none", "cookie")),
     "cookie_name": _string,
+    "tls": _bool,
+    "verify": _bool,
+    "ca_file": _readable_file,
+    "server_name": _string,
 }
 
 
@@ -403,12 +434,12 @@ def _pool(
             c.err(raw_members, i, mpath, "missing key 'address'")
             continue
         try:
-            host, port = _address(entry["address"])
+            host, port, tls = _member_address(entry["address"])
         except ValueError as exc:
             c.reasons.append(Reason(address_mark, f"{mpath}.address", str(exc)))
             continue
         weight = c.get(entry, "weight", mpath, _number(0.001), 1.0)
-        member = MemberSpec(host, port, weight, mark)
+        member = MemberSpec(host, port, weight, mark, tls)
         if member.name in seen:
             c.reasons.append(Reason(mark, mpath, f"duplicate member {member.name}"))
         seen.add(member.name)

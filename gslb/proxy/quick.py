@@ -11,10 +11,14 @@ from .settings import CheckSpec, ListenerSpec, MemberSpec, PoolSpec, ProxySettin
 
 
 def parse_upstream(text: str) -> MemberSpec:
-    """'127.0.0.1:9001' or '127.0.0.1:9001=3' (weight 3)."""
+    """'127.0.0.1:9001', '127.0.0.1:9001=3' (weight 3) or 'https://127.0.0.1:9443' (TLS)."""
     address, _, weight = text.partition("=")
-    host, port = parse_listen(address)
-    return MemberSpec(host, port, float(weight) if weight else 1.0)
+    scheme, sep, rest = address.partition("://")
+    tls = bool(sep) and scheme.lower() == "https"
+    if sep and scheme.lower() not in ("http", "https"):
+        raise ValueError(f"scheme must be http or https, not {scheme!r}")
+    host, port = parse_listen(rest.rstrip("/") if sep else address)
+    return MemberSpec(host, port, float(weight) if weight else 1.0, tls=tls)
 
 
 def quick_settings(

@@ -20,6 +20,7 @@ class MemberSpec:
     port: int
     weight: float = 1.0
     mark: Mark | None = None
+    tls: bool = False  # "https://host:port": TLS to this member
 
     @property
     def name(self) -> str:
@@ -61,6 +62,10 @@ class PoolSpec:
     persistence: str = "none"  # none | cookie
     cookie_name: str = "GSLB_SRV"
     mark: Mark | None = None
+    tls: bool = False  # TLS to every member (a member "https://host:port" has it on its own)
+    verify: bool = True  # verify the member's certificate and name
+    ca_file: str | None = None  # PEM CA bundle to verify with; default: the system store
+    server_name: str | None = None  # SNI and the name verified; default: the member's host
 
 
 @dataclass(frozen=True)
