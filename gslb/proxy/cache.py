@@ -100,6 +100,18 @@ class Entry:
         return self.age(now) < self.ttl
 
     @property
+    def validators(self) -> dict[str, str]:
+        """Conditional request headers that revalidate this entry (empty: it cannot be)."""
+        out = {}
+        etag = self.headers.get("ETag")
+        if etag:
+            out["If-None-Match"] = etag
+        modified = self.headers.get("Last-Modified")
+        if modified:
+            out["If-Modified-Since"] = modified
+        return out
+
+    @property
     def size(self) -> int:
         return len(self.body) + sum(len(k) + len(v) for k, v in self.headers.items()) + 200
 
@@ -118,22 +130,59 @@ class Cache:
         return tuple(",".join(request.getall(n, [])) for n in names)
 
     def lookup(self, host: str, target: str, request: Headers) -> Entry | None:
+        """The fresh entry for this request, or None."""
+        entry = self._variant(host, target, request)
+        if entry is None or not entry.fresh(self.clock.time()):
+            return None
+        self._store.move_to_end((host.lower(), target))
+        return entry
+
+    def stale(self, host: str, target: str, request: Headers) -> Entry | None:
+        """The expired entry for this request if it can be revalidated (has an ETag or a
+        Last-Modified); an expired entry that cannot be is dropped."""
+        entry = self._variant(host, target, request)
+        if entry is None or entry.fresh(self.clock.time()):
+            return None
+        if not entry.validators:
+            self._remove((host.lower(), target), entry)
+            return None
+        return entry
+
+    def _variant(self, host: str, target: str, request: Headers) -> Entry | None:
         req_cc = parse_cache_control(request.getall("Cache-Control", []))
         if "no-cache" in req_cc or "no-store" in req_cc or "Pragma" in request:
             return None
-        key = (host.lower(), target)
-        variants = self._store.get(key)
-        if not variants:
-            return None
-        now = self.clock.time()
-        for entry in variants:
+        for entry in self._store.get((host.lower(), target), ()):
             if entry.vary_values == self._values(request, entry.vary):
-                if entry.fresh(now):
-                    self._store.move_to_end(key)
-                    return entry
-                self._remove(key, entry)
-                return None
+                return entry
         return None
+
+    def refresh(
+        self, host: str, target: str, request: Headers, entry: Entry, response: Headers
+    ) -> bool:
+        """A 304 confirmed `entry`: take the 304's headers (RFC 9111 4.3.4) and restart its
+        freshness. Returns False (and drops it) if the new headers forbid storing it."""
+        key = (host.lower(), target)
+        headers = CIMultiDict(entry.headers)
+        skip = ("content-length", "content-encoding", "transfer-encoding", "set-cookie", "age")
+        updated = [(k, v) for k, v in response.items() if k.lower() not in skip]
+        for name in {k for k, _ in updated}:
+            headers.popall(name, None)
+        for name, value in updated:
+            headers.add(name, value)
+        now = self.clock.time()
+        ttl = freshness(request, entry.status, headers, now)
+        if ttl is None or ttl <= 0 or entry not in self._store.get(key, ()):
+            self._remove(key, entry)
+            return False
+        self.bytes -= entry.size
+        entry.headers = headers
+        entry.stored_at = now
+        entry.ttl = ttl
+        entry.initial_age = _seconds(response.get("Age")) or 0.0
+        self.bytes += entry.size
+        self._store.move_to_end(key)
+        return True
 
     def store(
         self,

@@ -30,6 +30,7 @@ from . import accesslog, metrics, waf
 from .balancers import extract_key
 from .headers import HOP_BY_HOP
 from .protect import header_limits_status
+from .upstream_tls import server_name
 
 if TYPE_CHECKING:
     from .pool import Member, Pool
@@ -600,15 +601,20 @@ class ClientConn(asyncio.Protocol):
         req.route = route
         req.pool = pool
         if route.waf:
-            rule = waf.match(req.url.decode("latin-1"))
-            if rule is not None:
+            found = waf.match_request(
+                req.url.decode("latin-1"),
+                ((n.decode("latin-1"), v.decode("latin-1")) for n, v in req.headers),
+            )
+            if found is not None:
+                rule, where = found
                 metrics.REJECTED.labels("waf").inc()
                 log.warning(
-                    "waf: rule %s blocked %s %s from %s",
+                    "waf: rule %s blocked %s %s from %s (in %s)",
                     rule.id,
                     req.method.decode(),
                     req.url.decode("latin-1"),
                     self.ip,
+                    where,
                 )
                 return self._reply(req, 403, f"forbidden by rule {rule.id}")
         self.raw = None  # this request stays on the fast path
@@ -681,9 +687,18 @@ class ClientConn(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(pool.spec.connect_timeout):
-                _, conn = await loop.create_connection(
-                    lambda: UpstreamConn(member, pool), member.host, member.port
-                )
+                if member.tls:
+                    _, conn = await loop.create_connection(
+                        lambda: UpstreamConn(member, pool),
+                        member.host,
+                        member.port,
+                        ssl=pool.ssl,
+                        server_hostname=server_name(pool.spec, member.host),
+                    )
+                else:
+                    _, conn = await loop.create_connection(
+                        lambda: UpstreamConn(member, pool), member.host, member.port
+                    )
         except (OSError, TimeoutError) as exc:
             member.inflight -= 1
             if self.current is not req:
@@ -1002,9 +1017,7 @@ class ClientConn(asyncio.Protocol):
                 return
             handler.data_received(_serialise_head(r))
             for body in r.body:
-                handler.data_received(
-                    b"%x\r\n%s\r\n" % (len(body), body) if r.chunked else body
-                )
+                handler.data_received(b"%x\r\n%s\r\n" % (len(body), body) if r.chunked else body)
             r.body = []
             if r.complete and r.chunked:
                 handler.data_received(b"0\r\n\r\n")

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import random
 import re
+import ssl
 from typing import Any
 
 import aiohttp
@@ -19,6 +20,8 @@ from ..health.state import CheckResult, RiseFall
 from .balancers import SmoothWeightedRoundRobin, make_balancer
 from .outlier import OutlierState, RetryBudget, record_outcome, slow_start_factor
 from .settings import CheckSpec, MemberSpec, PoolSpec
+from .upstream_tls import client_context
+from .upstream_tls import server_name as upstream_server_name
 
 log = logging.getLogger("gslb.proxy.pool")
 
@@ -33,6 +36,8 @@ class Member:
         self.name = spec.name
         self.host = spec.host
         self.port = spec.port
+        self.tls = spec.tls or pool.tls
+        self.scheme = "https" if self.tls else "http"
         self.base_weight = spec.weight
         self.weight = spec.weight  # effective weight (slow start applied) for the balancers
         self.inflight = 0
@@ -87,6 +92,7 @@ class Pool:
         self._ramp = SmoothWeightedRoundRobin() if spec.balance == "round_robin" else None
         self.budget = RetryBudget(spec.retry_budget_percent)
         self.ejections = 0
+        self.ssl = client_context(spec)  # None when no member speaks TLS
 
     def eligible(self, now: float | None = None) -> list[Member]:
         now = self.clock.monotonic() if now is None else now
@@ -162,7 +168,11 @@ class Pool:
 
 
 async def check_member(
-    session: aiohttp.ClientSession, member: Member, check: CheckSpec
+    session: aiohttp.ClientSession,
+    member: Member,
+    check: CheckSpec,
+    ssl_context: ssl.SSLContext | None = None,
+    server_name: str | None = None,
 ) -> CheckResult:
     """One active check: HTTP GET of check.path (status and body verified) or a TCP connect."""
     loop = asyncio.get_running_loop()
@@ -176,9 +186,12 @@ async def check_member(
             return CheckResult(True, latency=loop.time() - start, detail="tcp connect")
         host = f"[{member.host}]" if ":" in member.host else member.host
         headers = {"Host": check.host_header} if check.host_header else {}
-        url = f"http://{host}:{member.port}{check.path}"
+        url = f"{member.scheme}://{host}:{member.port}{check.path}"
         timeout = aiohttp.ClientTimeout(total=check.timeout)
-        async with session.get(url, headers=headers, timeout=timeout) as resp:
+        tls: dict[str, Any] = {}
+        if member.tls and ssl_context is not None:
+            tls = {"ssl": ssl_context, "server_hostname": server_name}
+        async with session.get(url, headers=headers, timeout=timeout, **tls) as resp:
             body = await resp.text(errors="replace")
             if resp.status not in check.expect_status:
                 return CheckResult(False, error=f"HTTP {resp.status}", detail=f"HTTP {resp.status}")
@@ -214,7 +227,12 @@ class ActiveChecker:
         assert pool.spec.check is not None and self._session is not None
         check = pool.spec.check
         results = await asyncio.gather(
-            *(check_member(self._session, m, check) for m in pool.members)
+            *(
+                check_member(
+                    self._session, m, check, pool.ssl, upstream_server_name(pool.spec, m.host)
+                )
+                for m in pool.members
+            )
         )
         for member, result in zip(pool.members, results, strict=True):
             pool.record_check(member, result)

@@ -33,7 +33,7 @@ from yarl import URL
 from ..clock import SYSTEM_CLOCK, Clock
 from . import accesslog, metrics, waf
 from .balancers import extract_key
-from .cache import Cache, freshness
+from .cache import Cache, Entry, freshness
 from .compress import Compressor, choose_encoding
 from .fastpath import FastListener
 from .headers import request_headers, response_headers
@@ -41,6 +41,7 @@ from .persistence import CookieCodec
 from .pool import ActiveChecker, Member, Pool
 from .protect import IpAcl, RateLimiter, header_limits_status, parse_networks
 from .settings import ListenerSpec, ProxySettings, RouteSpec
+from .upstream_tls import server_name
 
 log = logging.getLogger("gslb.proxy")
 
@@ -215,6 +216,14 @@ class _Server(web.Server):
         handler.guard = self._guard
         handler.head_timeout = self._head_timeout
         return handler
+
+
+def _conditional(request: web.BaseRequest) -> bool:
+    """The client sent its own validators: its request goes upstream as it is."""
+    return any(
+        h in request.headers
+        for h in ("If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since")
+    )
 
 
 def _host_matches(patterns: tuple[str, ...], host: str) -> bool:
@@ -528,15 +537,17 @@ class ProxyServer:
         pool = self.pools[route.pool]
         info["pool"] = pool.name
         if route.waf:
-            rule = waf.match(request.raw_path)
-            if rule is not None:
+            found = waf.match_request(request.raw_path, request.headers.items())
+            if found is not None:
+                rule, where = found
                 metrics.REJECTED.labels("waf").inc()
                 log.warning(
-                    "waf: rule %s blocked %s %s from %s",
+                    "waf: rule %s blocked %s %s from %s (in %s)",
                     rule.id,
                     request.method,
                     request.raw_path,
                     client_ip,
+                    where,
                 )
                 return short_response(403, f"forbidden by rule {rule.id}")
         if request.headers.get("Upgrade", "").lower() == "websocket":
@@ -544,8 +555,12 @@ class ProxyServer:
 
             return await relay_websocket(self, request, pool, proto, info)
         cacheable = route.cache and request.method in ("GET", "HEAD")
+        stale = None
         if cacheable:
             entry = self.cache.lookup(request.host, request.raw_path, request.headers)
+            if entry is None and request.method == "GET" and not _conditional(request):
+                # Expired but with a validator: ask the upstream whether it is still good.
+                stale = self.cache.stale(request.host, request.raw_path, request.headers)
             if entry is not None:
                 metrics.CACHE.labels("hit").inc()
                 headers = CIMultiDict(entry.headers)
@@ -557,7 +572,7 @@ class ProxyServer:
             metrics.CACHE.labels("miss").inc()
         if request.headers.get("Expect", "").lower() == "100-continue":
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        return await self._forward(request, route, pool, proto, info, cacheable)
+        return await self._forward(request, route, pool, proto, info, cacheable, stale)
 
     def _purge(self, request: web.BaseRequest, client_ip: str) -> web.StreamResponse:
         try:
@@ -603,6 +618,7 @@ class ProxyServer:
         proto: str,
         info: dict[str, Any],
         cacheable: bool,
+        stale: Entry | None = None,
     ) -> web.StreamResponse:
         spec = pool.spec
         order, sticky = self._candidates(request, pool)
@@ -638,9 +654,14 @@ class ProxyServer:
                     self.settings.trust_forwarded,
                 )
                 headers.popall("Expect", None)
+                if stale is not None:
+                    headers.update(stale.validators)
                 if body.buffered is not None and body.buffered:
                     headers["Content-Length"] = str(len(body.buffered))
-                url = URL(f"http://{member.name}{request.raw_path}", encoded=True)
+                url = URL(f"{member.scheme}://{member.name}{request.raw_path}", encoded=True)
+                tls: dict[str, Any] = {}
+                if member.tls:
+                    tls = {"ssl": pool.ssl, "server_hostname": server_name(spec, member.host)}
                 member.inflight += 1
                 sent = time.monotonic()
                 try:
@@ -652,6 +673,7 @@ class ProxyServer:
                         allow_redirects=False,
                         timeout=timeout,
                         compress=None,
+                        **tls,
                     )
                 except aiohttp.ClientConnectorError as exc:
                     # Never connected: nothing was sent, so any method may go elsewhere.
@@ -697,6 +719,8 @@ class ProxyServer:
                     attempt.status = status
                     continue
                 try:
+                    if stale is not None and status == 304:
+                        return await self._revalidated(request, route, stale, upstream)
                     return await self._relay(
                         request, route, pool, member, sticky, upstream, cacheable
                     )
@@ -733,6 +757,25 @@ class ProxyServer:
             histogram.observe(latency)
         if member.outlier.ejections > before:
             metrics.EJECTIONS.labels(pool.name, member.name).inc()
+
+    async def _revalidated(
+        self,
+        request: web.BaseRequest,
+        route: RouteSpec,
+        entry: Entry,
+        upstream: aiohttp.ClientResponse,
+    ) -> web.StreamResponse:
+        """The upstream confirmed a stale entry (304): refresh it and serve its body."""
+        await upstream.read()
+        metrics.CACHE.labels("revalidated").inc()
+        refreshed = response_headers(upstream.headers, self.settings.hide_headers)
+        self.cache.refresh(request.host, request.raw_path, request.headers, entry, refreshed)
+        headers = CIMultiDict(entry.headers)
+        headers["Age"] = str(int(entry.age(self.clock.time())))
+        headers["X-Cache"] = "REVALIDATED"
+        return await self._send(
+            request, route, entry.status, entry.reason, headers, None, entry.body
+        )
 
     async def _relay(
         self,

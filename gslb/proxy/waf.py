@@ -7,6 +7,7 @@ id that is logged when it blocks a request.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
@@ -33,6 +34,11 @@ RULES = (
 )
 
 
+# Header values scanners and injection payloads commonly ride in (logged, echoed or parsed by
+# applications). Others (Accept, Authorization...) would only add false positives.
+CHECKED_HEADERS = frozenset({"user-agent", "referer", "cookie", "origin", "x-forwarded-host"})
+
+
 def _decoded(text: str) -> str:
     # Decode twice: double encoding (%252e) is the classic bypass.
     return unquote_plus(unquote_plus(text))
@@ -45,4 +51,18 @@ def match(raw_target: str, extra: tuple[str, ...] = ()) -> Rule | None:
         for rule in RULES:
             if rule.pattern.search(decoded):
                 return rule
+    return None
+
+
+def match_request(raw_target: str, headers: Iterable[tuple[str, str]]) -> tuple[Rule, str] | None:
+    """The first rule matching the target or a checked header value, and where it matched
+    ("target" or the header name)."""
+    rule = match(raw_target)
+    if rule is not None:
+        return rule, "target"
+    for name, value in headers:
+        if name.lower() in CHECKED_HEADERS:
+            rule = match(value)
+            if rule is not None:
+                return rule, name
     return None

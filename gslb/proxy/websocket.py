@@ -11,6 +11,7 @@ from aiohttp import WSMsgType, web
 from yarl import URL
 
 from .headers import request_headers
+from .upstream_tls import server_name
 
 if TYPE_CHECKING:
     from .pool import Pool
@@ -61,10 +62,15 @@ async def relay_websocket(
             headers.popall(name, None)
         if proxy.settings.preserve_host and "Host" in request.headers:
             headers["Host"] = request.headers["Host"]
-        url = URL(f"http://{member.name}{request.raw_path}", encoded=True)
+        scheme = "wss" if member.tls else "ws"
+        url = URL(f"{scheme}://{member.name}{request.raw_path}", encoded=True)
+        tls: dict[str, Any] = {}
+        if member.tls:
+            tls = {"ssl": pool.ssl, "server_hostname": server_name(pool.spec, member.host)}
         try:
             upstream = await session.ws_connect(
                 url,
+                **tls,
                 headers=headers,
                 protocols=protocols,
                 autoping=False,
