@@ -167,7 +167,15 @@ async def test_agent_reload_pushes_snapshot() -> None:
                 async with s.get(f"http://127.0.0.1:{port}/v1/health/stream") as r:
                     await read_events(r, 1)
                     agent.reload(make_config({"a": fast_check(b.port), "b": fast_check(b.port)}))
-                    ((ev, data),) = await asyncio.wait_for(read_events(r, 1), 2)
+
+                    async def next_snapshot() -> tuple[str, dict[str, Any]]:
+                        # Target a may rise (a "change" event) just before the reload's snapshot.
+                        while True:
+                            ((event, payload),) = await read_events(r, 1)
+                            if event == "snapshot":
+                                return event, payload
+
+                    ev, data = await asyncio.wait_for(next_snapshot(), 2)
             assert ev == "snapshot" and set(data["targets"]) == {"a", "b"}
             assert json.dumps(data)  # plain JSON
         finally:
@@ -206,5 +214,43 @@ async def test_agent_metrics() -> None:
         probes = [x for x in families["gslb_health_probe_seconds"].samples if "count" in x.name]
         assert probes and probes[0].value >= 2  # the successful checks that made it rise
     finally:
+        await agent.stop()
+        await b.stop()
+
+
+async def test_agent_token_required_and_sent_by_the_monitor() -> None:
+    import dataclasses
+
+    from gslb.config.model import ProbeAgent
+    from gslb.health.monitor import HealthMonitor
+    from gslb.health.snapshot import HealthHolder
+
+    b = Backend()
+    await b.start()
+    base_config = make_config({"dc1": fast_check(b.port)})
+    config = dataclasses.replace(
+        base_config, health=dataclasses.replace(base_config.health, token="probe-token-0123456")
+    )
+    agent = Agent(config, "eu-west", heartbeat=0.1)
+    port = await agent.start("127.0.0.1", 0)
+    url = f"http://127.0.0.1:{port}"
+    holder = HealthHolder()
+    with_agent = dataclasses.replace(
+        config,
+        health=dataclasses.replace(config.health, agents=(ProbeAgent("eu-west", url),)),
+    )
+    monitor = HealthMonitor(with_agent, holder, tick=0.1)
+    try:
+        async with aiohttp.ClientSession() as s:
+            for path in ("/v1/health", "/metrics", "/v1/health/stream"):
+                async with s.get(url + path) as r:
+                    assert r.status == 401, path
+            headers = {"Authorization": "Bearer probe-token-0123456"}
+            async with s.get(url + "/v1/health", headers=headers) as r:
+                assert r.status == 200
+        await monitor.start()  # the DNS side follows the agent with the token
+        await wait_for(lambda: holder.current.state("dc1") == "up")
+    finally:
+        await monitor.stop()
         await agent.stop()
         await b.stop()

@@ -65,6 +65,7 @@ class HealthSettings:
     stale_after: float = 10.0
     state_file: str | None = None  # overrides and last known health (warm start)
     local_region: str = "local"  # region name used when gslb dns runs the checks itself
+    token: str | None = None  # bearer token the probe agents require and the DNS nodes send
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,7 @@ VALUE_KEYS = ("value", "weight", "status")
 POOL_KEYS = ("values", "fallback")
 RULE_KEYS = ("pool", "geos", "subnets")
 STICKY_KEYS = ("ipv4_prefix", "ipv6_prefix")
-HEALTH_KEYS = ("agents", "quorum", "stale_after", "state_file", "local_region")
+HEALTH_KEYS = ("agents", "quorum", "stale_after", "state_file", "local_region", "token")
 AGENT_KEYS = ("region", "url")
 ON_ALL_DOWN = ("fail_open", "fallback", "nodata", "servfail")
 CONTINENTS = ("AF", "AN", "AS", "EU", "NA", "OC", "SA")
@@ -972,12 +972,14 @@ class _Validator:
         )
         state_file = self.get(d, "state_file", "health", "str", None)
         local = self.get(d, "local_region", "health", "str", defaults.local_region)
+        token = self.get(d, "token", "health", "str", None)
         return HealthSettings(
             agents=tuple(agents),
             quorum=quorum,
             stale_after=stale if stale is not None else defaults.stale_after,
             state_file=self.resolve(state_file) if state_file else None,
             local_region=local or defaults.local_region,
+            token=token or None,
         )
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 
+from ..admin.auth import bearer_matches
 from ..admin.metrics import HealthCollector, HealthCounters
 from ..clock import SYSTEM_CLOCK, Clock
 from ..config.model import Config
@@ -71,6 +72,7 @@ class Agent:
         targets: Mapping[str, CheckTarget] | None = None,
     ) -> None:
         self.region = region
+        self.token = config.health.token  # when set, every request must carry it
         self.clock = clock
         self.heartbeat = heartbeat
         self.seq = 0
@@ -141,11 +143,21 @@ class Agent:
     # ---- HTTP -------------------------------------------------------------------------------
 
     def make_app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self._require_token])
         app.router.add_get("/v1/health", self._get_health)
         app.router.add_get("/v1/health/stream", self._stream)
         app.router.add_get("/metrics", self._metrics)
         return app
+
+    @web.middleware
+    async def _require_token(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if self.token is not None and not bearer_matches(request, self.token):
+            return web.json_response(
+                {"error": "a bearer token is required"},
+                status=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return await handler(request)
 
     def health_counters(self) -> HealthCounters:
         region = self.region

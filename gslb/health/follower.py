@@ -66,8 +66,12 @@ class AgentFollower:
         connect_timeout: float = 2.0,
         backoff_initial: float = 0.1,
         backoff_max: float = 5.0,
+        token: str | None = None,
     ) -> None:
         self.agent = agent
+        self._headers = {"Accept": "text/event-stream"}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
         self.region = agent.region
         self._session = session
         self._on_update = on_update
@@ -133,9 +137,7 @@ class AgentFollower:
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=self.connect_timeout, sock_read=self.read_timeout
         )
-        async with self._session.get(
-            url, timeout=timeout, headers={"Accept": "text/event-stream"}
-        ) as resp:
+        async with self._session.get(url, timeout=timeout, headers=self._headers) as resp:
             if resp.status != 200:
                 raise StreamError(f"HTTP {resp.status} from {url}")
             buf = b""

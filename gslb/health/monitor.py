@@ -218,6 +218,7 @@ class HealthMonitor:
             read_timeout=max(self.config.health.stale_after, 1.0),
             backoff_initial=self.backoff_initial,
             backoff_max=self.backoff_max,
+            token=self.config.health.token,
         )
         self._followers[agent.region] = f
         f.start()

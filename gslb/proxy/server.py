@@ -30,6 +30,7 @@ from aiohttp.web_protocol import RequestHandler
 from multidict import CIMultiDict
 from yarl import URL
 
+from ..admin.auth import bearer_matches
 from ..clock import SYSTEM_CLOCK, Clock
 from . import accesslog, metrics, waf
 from .balancers import extract_key
@@ -527,8 +528,12 @@ class ProxyServer:
                     headers={"Cache-Control": "no-store"},
                 )
             if self.settings.metrics_path is not None and path == self.settings.metrics_path:
+                if not self._admin_allowed(request):
+                    return short_response(401, "bearer token required")
                 return web.Response(body=metrics.metrics_text(), content_type="text/plain")
         if request.method == "PURGE":
+            if not self._admin_allowed(request):
+                return short_response(401, "bearer token required")
             return self._purge(request, client_ip)
 
         route = match_route(self.settings.routes, request.host, path)
@@ -573,6 +578,10 @@ class ProxyServer:
         if request.headers.get("Expect", "").lower() == "100-continue":
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         return await self._forward(request, route, pool, proto, info, cacheable, stale)
+
+    def _admin_allowed(self, request: web.BaseRequest) -> bool:
+        token = self.settings.admin_token
+        return token is None or bearer_matches(request, token)
 
     def _purge(self, request: web.BaseRequest, client_ip: str) -> web.StreamResponse:
         try:

@@ -129,6 +129,7 @@ class ProxySettings:
     cache: CacheSpec = field(default_factory=CacheSpec)
     status_path: str | None = "/health"
     metrics_path: str | None = None
+    admin_token: str | None = None  # when set, metrics and PURGE need "Authorization: Bearer"
     hide_headers: tuple[str, ...] = DEFAULT_HIDE_HEADERS
     access_log: str = "off"  # off | combined | json
     preserve_host: bool = True

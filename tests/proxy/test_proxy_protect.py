@@ -237,3 +237,24 @@ async def test_metrics_exposed(backends, proxy) -> None:  # type: ignore[no-unty
             text = await resp.text()
     assert "gslb_proxy_requests_total" in text and "gslb_proxy_upstream_seconds_bucket" in text
     assert b"gslb_proxy_upstream_requests_total" in metrics_text()
+
+
+async def test_admin_token_guards_metrics_and_purge(backends, proxy) -> None:  # type: ignore[no-untyped-def]
+    (b,) = await backends(1)
+    token = "s3cret-admin-token-0123"
+    p = await proxy(settings_for([b], metrics_path="/metrics", admin_token=token))
+    base = f"http://127.0.0.1:{p.port}"
+    good = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/metrics") as resp:
+            assert resp.status == 401
+        async with session.get(f"{base}/metrics", headers={"Authorization": "Bearer wrong"}) as r:
+            assert r.status == 401
+        async with session.get(f"{base}/metrics", headers=good) as resp:
+            assert resp.status == 200 and "gslb_proxy_requests_total" in await resp.text()
+        async with session.request("PURGE", f"{base}/x") as resp:
+            assert resp.status == 401
+        async with session.request("PURGE", f"{base}/x", headers=good) as resp:
+            assert resp.status == 200
+        async with session.get(f"{base}/health") as resp:
+            assert resp.status == 200  # the GSLB's checks need no token
