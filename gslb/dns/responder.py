@@ -153,15 +153,12 @@ class Stats:
     """Plain counters: the hot path only adds to ints; exporters read them at scrape time."""
 
     queries: int = 0
-    packet_hits: int = 0
     answer_hits: int = 0
     renders: int = 0
     dropped: int = 0
     errors: int = 0
     acl_refused: int = 0
     acl_dropped: int = 0
-    rrl_dropped: int = 0
-    rrl_slipped: int = 0
     # (qtype, rcode, service, first datacenter) -> answers sent, outside the packet cache
     answers: dict[tuple[int, int, str, str], int] = field(default_factory=dict)
     latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BOUNDS) + 1))
@@ -296,11 +293,9 @@ class Responder:
             rclass, key, exempt = self._last
         if self._rrl is not None and not exempt:
             verdict = self._rrl.check(packed, 0, rclass, key)
-            if verdict is not Verdict.SEND:
+            if verdict is not Verdict.SEND:  # the limiter counts its own verdicts
                 if verdict is Verdict.DROP:
-                    self.stats.rrl_dropped += 1
                     return None
-                self.stats.rrl_slipped += 1
                 return _slip(response)  # type: ignore[arg-type]
         return response
 

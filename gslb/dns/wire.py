@@ -238,13 +238,3 @@ def error_response(query: Query, rcode: int, with_question: bool, opt: bytes = b
     return (
         HEADER.pack(query.id, flags, 1 if question else 0, 0, 0, 1 if opt else 0) + question + opt
     )
-
-
-def header_only_formerr(data: bytes) -> bytes | None:
-    """FORMERR echoing just the ID and opcode, for packets whose question cannot be read."""
-    if len(data) < 12:
-        return None
-    (qid, flags) = struct.unpack_from("!HH", data)
-    if flags & QR:
-        return None
-    return HEADER.pack(qid, QR | (flags & (0x7800 | RD)) | FORMERR, 0, 0, 0, 0)
