@@ -34,3 +34,13 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+def announce(line: str) -> None:
+    """Print one status line to stdout in a single write.
+
+    print() writes the text and the newline separately, so lines from several processes sharing
+    a pipe (workers, the example stack) interleave; one write under PIPE_BUF is atomic.
+    """
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()

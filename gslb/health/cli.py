@@ -16,6 +16,8 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from ..logs import announce
+
 DEFAULT_ADMIN = "http://127.0.0.1:8053"
 DEFAULT_LISTEN = "127.0.0.1:8101"
 
@@ -111,7 +113,7 @@ async def _run_probe(config: Any, args: argparse.Namespace, host: str, port: int
         loop.add_signal_handler(signal.SIGHUP, reload)
     try:
         bound = await agent.start(host, port)
-        print(f"gslb probe: region {args.region} listening on {host}:{bound}", flush=True)
+        announce(f"gslb probe: region {args.region} listening on {host}:{bound}")
         await stop.wait()
     finally:
         await agent.stop()

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConfigError
+from ..logs import announce
 from .balancers import BALANCER_NAMES
 from .settings import ProxySettings
 
@@ -91,7 +92,7 @@ async def _serve(settings: ProxySettings, reuse_port: bool) -> None:
         f"{lst.mode}://{lst.host}:{port}"
         for lst, port in zip(settings.listeners, server.ports, strict=True)
     )
-    print(f"gslb proxy [{os.getpid()}] listening on {names}", flush=True)
+    announce(f"gslb proxy [{os.getpid()}] listening on {names}")
     try:
         await stop.wait()
     finally:
