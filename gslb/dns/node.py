@@ -20,6 +20,7 @@ from ..admin.settings import AdminSettings, parse_admin
 from ..errors import ConfigError
 from ..health.snapshot import HealthHolder
 from ..zone import ZoneSet, load_zones
+from ..zone.checks import services_under_delegations
 from .acl import parse_acl
 from .cookies import CookieJar, generate_secret, parse_cookies
 from .counters import Counters
@@ -105,6 +106,12 @@ def load_generation(
         settings = replace(settings, workers=options.workers)
     services = list(steering.services) if steering is not None else []
     zoneset = ZoneSet(zones, services)
+    if config is not None:
+        delegated = services_under_delegations(zoneset, config.services)
+        if delegated:
+            if locator is not None:
+                locator.close()
+            raise ConfigError(delegated)
     log.info(
         "loaded %d zone(s) %s and %d service(s)%s",
         len(zones),

@@ -129,6 +129,13 @@ class ZoneSet:
                 return None
             candidate = candidate.parent()
 
+    def delegation_for(self, qname: dns.name.Name) -> dns.name.Name | None:
+        """The delegation point at or above qname inside its zone (None: we are authoritative)."""
+        zone = self.find_zone(qname)
+        if zone is None:
+            return None
+        return self._delegation_above(zone, qname, 0)
+
     def lookup(self, qname: dns.name.Name, qtype: int) -> LookupResult:
         zone = self.find_zone(qname)
         if zone is None:
@@ -177,6 +184,8 @@ class ZoneSet:
             target = cname[0].target
             if depth >= MAX_CNAME_CHAIN:
                 return
+            if any(rrset.name == target for rrset in result.answer):
+                return  # a CNAME loop: each RR once (RFC 2181 section 5), the resolver gives up
             target_zone = self.find_zone(target)
             if target_zone is None:
                 return  # the resolver follows names outside our zones itself
