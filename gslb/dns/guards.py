@@ -41,11 +41,10 @@ class AclGuard:
         return Action.ALLOW if acl is None else acl.check(client)
 
 
-@dataclass(frozen=True)
-class CookieVerdict:
-    option: bytes  # the COOKIE option for the response
-    valid: bool  # the client presented a valid server cookie (exempt from RRL)
-    reject: bool  # answer BADCOOKIE instead (require_valid, over UDP)
+# What the cookie guard says about a query: (COOKIE option for the response, the client
+# presented a valid server cookie (exempt from RRL), answer BADCOOKIE instead). A plain tuple:
+# this runs for every query with a cookie.
+CookieVerdict = tuple[bytes, bool, bool]
 
 
 class CookieGuard:
@@ -60,7 +59,7 @@ class CookieGuard:
         option = struct.pack("!HH", wire.OPTION_COOKIE, len(data)) + data
         valid = status is CookieStatus.VALID
         # RFC 7873 5.2.3: ask the client to come back with the cookie we just made.
-        return CookieVerdict(option, valid, self.require_valid and not tcp and not valid)
+        return option, valid, self.require_valid and not tcp and not valid
 
 
 class RrlGuard:

@@ -247,7 +247,7 @@ class Responder:
         cookie_option = None
         cookies = self.guards.cookies
         if query.cookie is not None and cookies is not None:
-            cookie_option = cookies.check(query.cookie, self.guards.pack(client), tcp).option
+            cookie_option = cookies.check(query.cookie, self.guards.pack(client), tcp)[0]
         rcode = query.rcode
         if rcode == wire.NOERROR and cookie_option is None:
             rcode = wire.FORMERR  # a cookie-only query to a server without cookies
@@ -257,11 +257,12 @@ class Responder:
         cookie_option = None
         cookie_valid = False
         if query.cookie is not None and self.guards.cookies is not None:
-            verdict = self.guards.cookies.check(query.cookie, self.guards.pack(client), tcp)
-            if verdict.reject:
-                response = self._error(query, wire.BADCOOKIE, verdict.option)
+            cookie_option, cookie_valid, reject = self.guards.cookies.check(
+                query.cookie, self.guards.pack(client), tcp
+            )
+            if reject:
+                response = self._error(query, wire.BADCOOKIE, cookie_option)
                 return (response, ResponseClass.ERROR, b"", False)
-            cookie_option, cookie_valid = verdict.option, verdict.valid
         qtype = query.qtype
         if (
             query.qclass != CLASS_IN
@@ -302,7 +303,11 @@ class Responder:
         scope = 0
         if kind is ServicePlan:
             splan: ServicePlan = plan  # type: ignore[assignment]
-            address, prefix = core.client_subnet(query, self.guards.pack(client))
+            ecs = query.ecs
+            if ecs is not None:
+                address, prefix = ecs.address, ecs.source_prefix
+            else:
+                address, prefix = core.client_subnet(query, self.guards.pack(client))
             decision = self.steering.decide(splan.service, address, prefix)  # type: ignore[union-attr]
             scope = decision.scope_prefix
             rendered = self._service_rendered(query, qname_lower, splan, decision)
@@ -353,7 +358,7 @@ class Responder:
         cookie_option: bytes | None,
     ) -> bytes:
         options = b""
-        ecs = getattr(query, "ecs", None)
+        ecs = query.ecs
         if ecs is not None:
             options = ecs.option(scope)
         if cookie_option is not None:

@@ -105,7 +105,18 @@ class Malformed:
     COOKIE option, RFC 7873 section 5.4), which only wants a server cookie back.
     """
 
-    __slots__ = ("id", "flags", "rcode", "question", "qtype", "edns", "payload", "do", "cookie")
+    __slots__ = (
+        "id",
+        "flags",
+        "rcode",
+        "question",
+        "qtype",
+        "edns",
+        "payload",
+        "do",
+        "cookie",
+        "ecs",
+    )
 
     def __init__(self, query: Query, rcode: int, question: bool) -> None:
         self.id = query.id
@@ -120,6 +131,7 @@ class Malformed:
         self.payload = query.payload
         self.do = query.do
         self.cookie = query.cookie
+        self.ecs: ClientSubnet | None = None  # never echoed in an error about the message
 
     @property
     def opcode(self) -> int:
