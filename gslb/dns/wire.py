@@ -51,8 +51,11 @@ class ClientSubnet:
         self.raw_address = raw_address  # exactly as sent (ceil(prefix / 8) bytes)
 
     def option(self, scope_prefix: int) -> bytes:
-        """The option to echo in the response with the given scope (RFC 7871 section 7.2.1)."""
-        scope = min(scope_prefix, self.source_prefix)
+        """The option to echo in the response with the given scope (RFC 7871 section 7.2.1).
+
+        The scope may be longer than the source prefix (the answer depends on more bits than
+        the resolver sent, so it asks again with more); it is bounded by the address width."""
+        scope = min(scope_prefix, 32 if self.family == 1 else 128)
         data = struct.pack("!HBB", self.family, self.source_prefix, scope) + self.raw_address
         return OPTION.pack(OPTION_ECS, len(data)) + data
 
