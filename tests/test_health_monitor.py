@@ -198,6 +198,7 @@ async def test_local_mode_overrides_and_persistence(backend: Backend, tmp_path: 
         assert "maintenance CHG-42" in holder.current.targets["dc1"].reason
         st = mon.status()["targets"]["dc1"]
         assert st["override"]["mode"] == "down" and st["checks_state"] == "up"
+        assert mon.flush_state()  # written off the event loop
         saved = json.loads(state_file.read_text())
         assert saved["overrides"]["dc1"]["reason"] == "maintenance CHG-42"
         with pytest.raises(KeyError):
@@ -218,6 +219,7 @@ async def test_local_mode_overrides_and_persistence(backend: Backend, tmp_path: 
         assert holder2.current.state("dc1") == "down"  # checks say up; the drain still wins
         mon2.set_override("dc1", "none", "done")
         assert holder2.current.state("dc1") == "up"
+        assert mon2.flush_state()
         assert json.loads(state_file.read_text())["overrides"] == {}
     finally:
         await mon2.stop()
