@@ -180,12 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dns(subparsers)
     _add_run(subparsers)
     _add_demo(subparsers)
+    from .cluster.cli import add_commands as add_cluster_commands
     from .health.cli import add_commands as add_health_commands
     from .proxy.cli import add_commands as add_proxy_commands
     from .steering.cli import add_commands as add_steering_commands
 
     add_steering_commands(subparsers)
     add_health_commands(subparsers)
+    add_cluster_commands(subparsers)
     add_proxy_commands(subparsers)
     return parser
 

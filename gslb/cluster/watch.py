@@ -88,6 +88,7 @@ class ClusterFollower:
         self.applied_at: float | None = None
 
     async def start(self) -> None:
+        self._remember(self.node.source)
         self._tasks = [
             asyncio.create_task(self._poll(), name="cluster-poll"),
             asyncio.create_task(self._watch(), name="cluster-watch"),
@@ -159,8 +160,7 @@ class ClusterFollower:
             self.applied = source.number
             self.applied_at = self.clock.time()
             self.rejected_errors = []
-            if self._cache is not None:
-                self._cache.submit(source.to_json())
+            self._remember(source)
             return
         self.rejected = (view.number, view.digest)
         self.rejections += 1
@@ -171,10 +171,10 @@ class ClusterFollower:
             self.node.source.label,
         )
 
-    async def current_source(self) -> GenerationSource:
-        """For a reload: the generation etcd names now (or, without etcd, the one applied)."""
-        await self.sync()
-        return self.node.source  # type: ignore[no-any-return]
+    def _remember(self, source: GenerationSource) -> None:
+        """Keep the generation applied here for a start while etcd is down (off the loop)."""
+        if self._cache is not None and source.number:
+            self._cache.submit(source.to_json())
 
     # -- overrides from this node's admin API ---------------------------------------------------
 

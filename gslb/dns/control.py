@@ -98,7 +98,12 @@ async def serve(options: NodeOptions) -> int:
     store = None
     if options.etcd:
         store = ClusterStore(EtcdClient(options.etcd), options.etcd_prefix)
-    source = await first_source(options, store)
+    try:
+        source = await first_source(options, store)
+    except BaseException:
+        if store is not None:
+            await store.client.close()
+        raise
     # Validated before anything is bound; the generation also says how many workers to run.
     node = DnsNode(options, source=source)
     workers = node.generation.settings.workers

@@ -1,0 +1,229 @@
+"""Cluster mode against a real 3-member etcd cluster and several `gslb dns` nodes on loopback:
+publish, drains from any node, leader loss, total etcd loss (static stability) and catch-up."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .stackhelpers import (
+    ADDRESS,
+    GSLB,
+    DnsProcess,
+    EtcdCluster,
+    start_node,
+    wait_until,
+    write_node_files,
+)
+
+
+@pytest.fixture
+def etcd(tmp_path: Path) -> Iterator[EtcdCluster]:
+    cluster = EtcdCluster(tmp_path / "etcd")
+    cluster.start()
+    try:
+        cluster.wait_healthy()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def gslb(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*GSLB, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def publish(etcd: EtcdCluster, config: Path, zones: Path) -> subprocess.CompletedProcess[str]:
+    return gslb("publish", "--config", str(config), "--zones", str(zones), "--etcd", etcd.endpoints)
+
+
+def cluster_node(tmp_path: Path, etcd: EtcdCluster, name: str, *args: str) -> DnsProcess:
+    home = tmp_path / name
+    return start_node(
+        home,
+        "--etcd",
+        etcd.endpoints,
+        "--state-file",
+        str(home / "state.json"),
+        *args,
+        name=name,
+    )
+
+
+def generation(node: DnsProcess) -> int:
+    return int(node.status()["node"]["generation"]["number"])
+
+
+def time_until(condition, timeout: float = 5.0) -> float:  # type: ignore[no-untyped-def]
+    start = time.monotonic()
+    wait_until(condition, timeout)
+    return time.monotonic() - start
+
+
+def test_publish_drain_and_leader_loss(tmp_path: Path, etcd: EtcdCluster) -> None:
+    config, zones = write_node_files(tmp_path / "src")
+    result = publish(etcd, config, zones)
+    assert result.returncode == 0, result.stderr
+    assert "published generation 1" in result.stdout
+    nodes = [
+        cluster_node(tmp_path, etcd, "a"),
+        cluster_node(tmp_path, etcd, "b", "--workers", "2"),
+        cluster_node(tmp_path, etcd, "c"),
+    ]
+    a, b, c = nodes
+    try:
+        assert [generation(n) for n in nodes] == [1, 1, 1]
+        assert all(n.ask("v.example.test") == [ADDRESS["dc3"]] for n in nodes)
+
+        # A drain on node A's admin API is in force on B and C within a second.
+        status, body = a.override("dc1", "down", "maintenance CHG-1")
+        assert status == 200, body
+        assert ADDRESS["dc1"] not in a.seen(20)
+        took = time_until(lambda: all(ADDRESS["dc1"] not in n.seen(20) for n in (b, c)), timeout=5)
+        assert took < 1.0, f"drain reached the other nodes after {took:.2f}s"
+
+        # An invalid publish is refused with file:line and changes nothing anywhere.
+        config.write_text(config.read_text().replace("tiers: [[dc3]]", "tiers: [[mars]]"))
+        bad = publish(etcd, config, zones)
+        assert bad.returncode == 1
+        assert f"{config.resolve()}:" in bad.stderr or f"{config}:" in bad.stderr
+        assert "mars" in bad.stderr
+        time.sleep(0.3)
+        assert [generation(n) for n in nodes] == [1, 1, 1]
+        assert all(n.ask("v.example.test") == [ADDRESS["dc3"]] for n in nodes)
+
+        # A new generation: every node answers from it, and the nodes disagree only briefly.
+        write_node_files(tmp_path / "src", serial=2, first="dc2")
+        start = time.monotonic()
+        assert publish(etcd, config, zones).returncode == 0
+        skew = time_until(
+            lambda: all(n.ask("v.example.test") == [ADDRESS["dc2"]] for n in nodes), timeout=5
+        )
+        print(f"generation 2 answered by all nodes {skew:.3f}s after publish returned")
+        assert time.monotonic() - start < 5
+        assert skew < 1.0
+        assert [generation(n) for n in nodes] == [2, 2, 2]
+
+        # Kill the etcd leader: publish and overrides keep working after the election.
+        leader = etcd.leader()
+        etcd.kill(leader)
+        write_node_files(tmp_path / "src", serial=3, first="dc3")
+        result = publish(etcd, config, zones)
+        assert result.returncode == 0, result.stderr
+        wait_until(lambda: all(n.ask("v.example.test") == [ADDRESS["dc3"]] for n in nodes), 5)
+        cleared = gslb(
+            "health", "override", "dc1", "--clear", "--etcd", etcd.endpoints, "--reason", "done"
+        )
+        assert cleared.returncode == 0, cleared.stderr
+        wait_until(lambda: all(ADDRESS["dc1"] in n.seen(30) for n in nodes), 5)
+        status, _ = c.override("dc2", "down", "after the election")
+        assert status == 200
+        wait_until(lambda: all(ADDRESS["dc2"] not in n.seen(20) for n in nodes), 5)
+        assert all(n.status()["cluster"]["stale"] is False for n in nodes)
+    finally:
+        for n in nodes:
+            n.stop()
+
+
+def test_etcd_loss_static_stability_and_catch_up(tmp_path: Path, etcd: EtcdCluster) -> None:
+    config, zones = write_node_files(tmp_path / "src")
+    assert publish(etcd, config, zones).returncode == 0
+    a = cluster_node(tmp_path, etcd, "a")
+    b = cluster_node(tmp_path, etcd, "b")
+    try:
+        status, _ = b.override("dc1", "down", "drained before the outage")
+        assert status == 200
+        wait_until(lambda: ADDRESS["dc1"] not in a.seen(20), 5)
+
+        # Every member stops: both nodes keep answering from their last good generation,
+        # health and overrides, and say they are stale.
+        etcd.stop()
+        wait_until(lambda: a.status()["cluster"]["stale"] and b.status()["cluster"]["stale"], 10)
+        for n in (a, b):
+            seen = n.seen(20)
+            assert seen and ADDRESS["dc1"] not in seen
+            with urllib.request.urlopen(f"{n.admin}/metrics", timeout=5) as response:
+                assert "gslb_cluster_stale 1.0" in response.read().decode()
+        status, body = a.override("dc2", "down", "etcd is down")
+        assert status == 503, body  # not stored anywhere, so not applied here either
+        assert ADDRESS["dc2"] in a.seen(30)
+
+        # A node started while etcd is down serves from its local state file.
+        b.stop()
+        b = cluster_node(tmp_path, etcd, "b")
+        assert generation(b) == 1 and b.status()["cluster"]["stale"]
+        seen = b.seen(20)
+        assert seen and ADDRESS["dc1"] not in seen
+
+        # etcd returns: the nodes catch up, including what was published meanwhile... which
+        # is nothing here; publish now and see both apply it.
+        etcd.start()
+        etcd.wait_healthy()
+        wait_until(lambda: not a.status()["cluster"]["stale"], 10)
+        wait_until(lambda: not b.status()["cluster"]["stale"], 10)
+        write_node_files(tmp_path / "src", serial=2, first="dc2")
+        assert publish(etcd, config, zones).returncode == 0
+        wait_until(lambda: generation(a) == 2 and generation(b) == 2, 5)
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_a_taken_port_is_one_line(tmp_path: Path) -> None:
+    config, zones = write_node_files(tmp_path)
+    first = start_node(tmp_path / "one", "--config", str(config), "--zones", str(zones))
+    try:
+        for extra in ([], ["--workers", "2"]):
+            second = subprocess.run(
+                [
+                    *GSLB,
+                    "dns",
+                    "--config",
+                    str(config),
+                    "--zones",
+                    str(zones),
+                    "--listen",
+                    f"127.0.0.1:{first.dns_port}",
+                    "--admin",
+                    "127.0.0.1:0",
+                    *extra,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert second.returncode == 1
+            lines = second.stderr.strip().splitlines()
+            assert lines[-1] == (
+                f"gslb dns: cannot listen on 127.0.0.1:{first.dns_port} "
+                "(dns.listen or --listen): address already in use"
+            ), second.stderr
+            assert "Traceback" not in second.stderr
+        second = subprocess.run(
+            [
+                *GSLB,
+                "dns",
+                "--config",
+                str(config),
+                "--zones",
+                str(zones),
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                f"127.0.0.1:{first.admin_port}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert second.returncode == 1
+        assert second.stderr.strip().splitlines()[-1] == (
+            f"gslb dns: cannot listen on 127.0.0.1:{first.admin_port} "
+            "(admin.listen or --admin): address already in use"
+        ), second.stderr
+    finally:
+        first.stop()
