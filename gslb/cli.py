@@ -115,6 +115,17 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--dns", default="127.0.0.1:5300", metavar="HOST:PORT")
     parser.add_argument("--admin", default="127.0.0.1:8053", metavar="HOST:PORT")
     parser.add_argument("--backend-port-base", type=int, default=9100)
+    parser.add_argument(
+        "--state-dir",
+        help="state files (and etcd data) go here; default $XDG_STATE_HOME/gslb or "
+        "~/.local/state/gslb, never the checkout",
+    )
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="run as a fleet: 3 etcd members, the config published to them, 2 DNS nodes",
+    )
+    parser.add_argument("--etcd-port-base", type=int, default=23790, help="etcd ports from here")
     parser.set_defaults(func=_run_stack)
 
 
@@ -132,6 +143,9 @@ def _run_stack(args: argparse.Namespace) -> int:
         dns_listen=args.dns,
         admin_listen=args.admin,
         backend_base_port=args.backend_port_base,
+        state_dir=args.state_dir,
+        cluster=args.cluster,
+        etcd_base_port=args.etcd_port_base,
     )
     try:
         return run_loop(run_stack(options))

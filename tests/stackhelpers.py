@@ -111,9 +111,15 @@ class RunningStack:
             return self.process.stdout.read()
 
 
-def start_stack(directory: Path) -> RunningStack:
+def start_stack(directory: Path, cluster: bool = False) -> RunningStack:
     config = example_config(directory)
-    dns_port, admin_port = free_ports(2)
+    block = free_block(70)  # backends: block..+59; a cluster: DNS, admin and etcd ports above
+    if cluster:
+        dns_port, admin_port = block + 60, block + 62  # a second node takes each port + 1
+        extra = ["--cluster", "--etcd-port-base", str(block + 64)]
+    else:
+        dns_port, admin_port = free_ports(2)
+        extra = []
     admin = f"http://127.0.0.1:{admin_port}"
     started = time.monotonic()
     process = subprocess.Popen(
@@ -131,7 +137,10 @@ def start_stack(directory: Path) -> RunningStack:
             "--admin",
             f"127.0.0.1:{admin_port}",
             "--backend-port-base",
-            str(free_block(60)),
+            str(block),
+            "--state-dir",
+            str(directory / "state"),
+            *extra,
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,

@@ -46,6 +46,8 @@ class NodeStatus:
         self.demo = demo
         self.workers = workers
         self.cluster = cluster
+        # Other nodes of the fleet as someone polled them (`gslb run --cluster`): one line each.
+        self.peers: list[dict[str, Any]] = []
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_EVENTS)
         self._subscribers: list[Callable[[dict[str, Any]], None]] = []
         self._previous = node.health.current
@@ -179,7 +181,7 @@ class NodeStatus:
                 "generation": describe(node.source),
                 "workers": self.workers.describe() if self.workers is not None else [],
             },
-            "cluster": self.cluster.status() if self.cluster is not None else None,
+            "cluster": self._cluster(),
             "demo": self.demo,
             "zones": zones,
             "services": services,
@@ -189,6 +191,14 @@ class NodeStatus:
             "answers": self._recent_answers(),
             "events": list(self.events)[-50:],
         }
+
+    def _cluster(self) -> dict[str, Any] | None:
+        if self.cluster is None:
+            return None
+        doc: dict[str, Any] = self.cluster.status()
+        me = {"name": self.name, "generation": doc["generation"], "stale": doc["stale"]}
+        doc["nodes"] = [me, *self.peers]
+        return doc
 
     def _listen(self) -> list[str]:
         if self.workers is not None:
