@@ -157,14 +157,15 @@ class Stack:
 
     async def _start_cluster(self) -> Any:
         """Start three etcd members, publish the example as a generation; return it."""
-        from .cluster.etcd import EtcdClient
+        from .cluster.etcd import EtcdClient, retrying
+        from .cluster.generation import read_source
         from .cluster.store import ClusterStore
 
         members = [
             f"m{i}=http://127.0.0.1:{peer}" for i, (_, peer) in enumerate(self._etcd_ports())
         ]
-        for i, (client, peer) in enumerate(self._etcd_ports()):
-            url = f"http://127.0.0.1:{client}"
+        for i, (client_port, peer) in enumerate(self._etcd_ports()):
+            url = f"http://127.0.0.1:{client_port}"
             self.etcd_urls.append(url)
             data = self.state_dir / "etcd" / f"m{i}"
             self.etcd.append(
@@ -187,9 +188,6 @@ class Stack:
                     start_new_session=True,
                 )
             )  # fmt: skip
-        from .cluster.etcd import retrying
-        from .cluster.generation import read_source
-
         source = read_source(self.options.config_path, self.options.zones_dir, absolute=True)
         client = EtcdClient(self.etcd_urls)
         try:

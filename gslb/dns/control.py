@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import Any
 
 from ..cluster.etcd import EtcdClient, EtcdUnavailable
@@ -25,7 +26,7 @@ from ..errors import ConfigError, GslbError
 from ..health.aggregate import Override
 from .node import DnsNode, NodeOptions
 from .server import install_uvloop, make_socket
-from .settings import parse_hostport
+from .settings import parse_cluster, parse_hostport
 from .status import NodeStatus
 
 log = logging.getLogger("gslb.dns")
@@ -93,11 +94,35 @@ async def first_source(options: NodeOptions, store: ClusterStore | None) -> Gene
     raise NoGeneration(f"nothing published under {store.prefix} yet (run `gslb publish`)")
 
 
+def cluster_from_config(options: NodeOptions) -> NodeOptions:
+    """Without --etcd, the local config file's `cluster:` section may name the etcd cluster;
+    the generations then come from etcd and the file is only where the node starts from."""
+    if options.etcd or not options.config_path:
+        return options
+    from ..cluster.etcd import parse_endpoints
+    from ..config.yaml_loader import load_yaml_file
+
+    raw = load_yaml_file(options.config_path)
+    section = raw.get("cluster") if isinstance(raw, dict) else None
+    settings, reasons = parse_cluster(section)
+    if reasons:
+        raise ConfigError(reasons)
+    if not settings.etcd:
+        return options
+    return replace(options, etcd=parse_endpoints(settings.etcd), etcd_prefix=settings.prefix)
+
+
 async def serve(options: NodeOptions) -> int:
     """Run one node until SIGINT/SIGTERM; SIGHUP reloads."""
+    options = cluster_from_config(options)
     store = None
     if options.etcd:
         store = ClusterStore(EtcdClient(options.etcd), options.etcd_prefix)
+        if not options.state_file:
+            log.warning(
+                "cluster mode without --state-file: nodes sharing a machine would share the "
+                "published health.state_file; give each node its own"
+            )
     try:
         source = await first_source(options, store)
     except BaseException:

@@ -26,7 +26,7 @@ from .cookies import CookieJar, generate_secret, parse_cookies
 from .responder import Protection, Responder
 from .rrl import ResponseRateLimiter, parse_rrl
 from .server import DnsServer, ResponderHolder
-from .settings import DnsSettings, parse_dns
+from .settings import DnsSettings, parse_cluster, parse_dns
 
 Role = Literal["single", "control", "worker"]
 
@@ -122,6 +122,7 @@ def load_generation(
     reasons += admin_reasons
     protection, protection_reasons = build_protection(extra, options)
     reasons += protection_reasons
+    reasons += parse_cluster(extra.get("cluster"))[1]
     if reasons:
         if locator is not None:
             locator.close()
