@@ -168,7 +168,8 @@ class EtcdClient:
         return int(data.get("header", {}).get("revision", 0))
 
     async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[int]:
-        """Yield the revision of each batch of changes under `prefix` from start_revision on.
+        """Yield the revision of each batch of changes under `prefix` from start_revision on
+        (and once when the watch is set up, so the caller knows it is live).
 
         Ends by raising EtcdUnavailable when the stream breaks; the caller resumes from the last
         revision it has seen, on whichever endpoint answers then."""
@@ -198,7 +199,7 @@ class EtcdClient:
                         # History we asked for is gone: a full read catches up instead.
                         yield int(result.get("header", {}).get("revision", 0))
                         raise EtcdUnavailable(f"{url}: watch canceled")
-                    if result.get("events"):
+                    if result.get("events") or result.get("created"):
                         yield int(result.get("header", {}).get("revision", 0))
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             self._preferred = (index + 1) % len(self.endpoints)
