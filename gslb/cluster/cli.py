@@ -52,7 +52,10 @@ def cmd_publish(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         for reason in exc.reasons:
             print(f"error: {reason}", file=sys.stderr)
-        print(f"gslb publish: {len(exc.reasons)} problem(s) found; nothing published")
+        print(
+            f"gslb publish: {len(exc.reasons)} problem(s) found; nothing published",
+            file=sys.stderr,
+        )
         return 1
     try:
         endpoints = parse_endpoints(args.etcd)

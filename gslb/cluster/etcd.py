@@ -218,6 +218,6 @@ async def retrying(what: str, call: Any, deadline: float = 10.0) -> Any:
         except EtcdUnavailable as exc:
             if loop.time() + delay >= end:
                 raise EtcdUnavailable(f"{what}: {exc}") from None
-            log.info("%s: etcd unavailable (%s); retrying", what, exc)
+            log.debug("%s: etcd unavailable (%s); retrying", what, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
