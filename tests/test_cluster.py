@@ -65,6 +65,36 @@ def time_until(condition, timeout: float = 5.0) -> float:  # type: ignore[no-unt
     return time.monotonic() - start
 
 
+class Load:
+    """DNS queries against nodes from a thread, until stopped: counts answers and failures."""
+
+    def __init__(self, nodes: list[DnsProcess]) -> None:
+        import threading
+
+        self.nodes = nodes
+        self.answered = 0
+        self.failed: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for node in self.nodes:
+                try:
+                    if node.ask("www.example.test"):
+                        self.answered += 1
+                except Exception as exc:  # a timeout is what we are looking for
+                    self.failed.append(f"{node.admin}: {exc!r}")
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
 def divergence(nodes: list[DnsProcess], publish_it, want: str) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     """Publish in the background and query every node in turn: (how long some nodes answered
     the new generation while others still answered the old, how long after publish returned
@@ -130,13 +160,16 @@ def test_publish_drain_and_leader_loss(tmp_path: Path, etcd: EtcdCluster) -> Non
         assert window < 1.0 and after < 1.0
         assert [generation(n) for n in nodes] == [2, 2, 2]
 
-        # Kill the etcd leader: publish and overrides keep working after the election.
-        leader = etcd.leader()
-        etcd.kill(leader)
-        write_node_files(tmp_path / "src", serial=3, first="dc3")
-        result = publish(etcd, config, zones)
-        assert result.returncode == 0, result.stderr
-        wait_until(lambda: all(n.ask("v.example.test") == [ADDRESS["dc3"]] for n in nodes), 5)
+        # Kill the etcd leader under DNS load: publish and overrides keep working after the
+        # election, and no query goes unanswered.
+        with Load(nodes) as load:
+            leader = etcd.leader()
+            etcd.kill(leader)
+            write_node_files(tmp_path / "src", serial=3, first="dc3")
+            result = publish(etcd, config, zones)
+            assert result.returncode == 0, result.stderr
+            wait_until(lambda: all(n.ask("v.example.test") == [ADDRESS["dc3"]] for n in nodes), 5)
+        assert load.answered > 50 and not load.failed, load.failed[:3]
         cleared = gslb(
             "health", "override", "dc1", "--clear", "--etcd", etcd.endpoints, "--reason", "done"
         )
@@ -163,8 +196,12 @@ def test_etcd_loss_static_stability_and_catch_up(tmp_path: Path, etcd: EtcdClust
 
         # Every member stops: both nodes keep answering from their last good generation,
         # health and overrides, and say they are stale.
-        etcd.stop()
-        wait_until(lambda: a.status()["cluster"]["stale"] and b.status()["cluster"]["stale"], 10)
+        with Load([a, b]) as load:
+            etcd.stop()
+            wait_until(
+                lambda: a.status()["cluster"]["stale"] and b.status()["cluster"]["stale"], 10
+            )
+        assert load.answered > 50 and not load.failed, load.failed[:3]
         for n in (a, b):
             seen = n.seen(20)
             assert seen and ADDRESS["dc1"] not in seen

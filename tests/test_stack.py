@@ -139,7 +139,10 @@ def test_reload_endpoint_rejects_a_bad_config_and_keeps_serving(stack: RunningSt
         assert response.status == 200
 
 
-def test_run_cluster_two_nodes_follow_etcd(tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_run_cluster_two_nodes_follow_etcd(
+    tmp_path_factory: pytest.TempPathFactory,
+    browser: WebDriver,  # noqa: F811
+) -> None:
     """`gslb run --cluster`: 3 etcd members, 2 DNS nodes on one generation; a drain on one
     node's admin API reaches the other; the status document has a line per node."""
     import json
@@ -158,6 +161,18 @@ def test_run_cluster_two_nodes_follow_etcd(tmp_path_factory: pytest.TempPathFact
         assert [n["name"] for n in nodes] == ["dns-1", "dns-2"], nodes
         assert nodes[0]["generation"] == nodes[1]["generation"]
         assert nodes[0]["generation"]["number"] >= 1
+        # The status page has a line per node with the generation it serves.
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        label = nodes[0]["generation"]["label"]
+        browser.get(running.admin + "/")
+        WebDriverWait(browser, 10, poll_frequency=0.1).until(
+            lambda d: len(d.find_elements(By.CSS_SELECTOR, "#nodes [data-node]")) == 2
+        )
+        for name in ("dns-1", "dns-2"):
+            line = browser.find_element(By.CSS_SELECTOR, f'#nodes [data-node="{name}"]').text
+            assert f"generation {label}" in line and "in sync" in line, line
         request = urllib.request.Request(
             f"{running.admin}/v1/overrides/eu-west",
             data=json.dumps({"mode": "down", "reason": "cluster demo"}).encode(),
