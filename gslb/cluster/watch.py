@@ -179,19 +179,21 @@ class ClusterFollower:
     # -- overrides from this node's admin API ---------------------------------------------------
 
     async def set_override(self, target: str, override: Override | None) -> None:
-        """Store in etcd first (the fleet's intent), then apply here at once."""
-        try:
-            await self.store.set_override(target, override, deadline=5.0)
-        except EtcdUnavailable as exc:
-            raise ClusterUnavailable(str(exc)) from None
-        monitor = self.node.monitor
-        if monitor is not None:
-            overrides = monitor.overrides
-            if override is None:
-                overrides.pop(target, None)
-            else:
-                overrides[target] = override
-            monitor.replace_overrides(overrides)
+        """Store in etcd first (the fleet's intent), then apply here at once. Under the sync
+        lock, so a read that began before the write cannot undo it here for a moment."""
+        async with self._lock:
+            try:
+                await self.store.set_override(target, override, deadline=5.0)
+            except EtcdUnavailable as exc:
+                raise ClusterUnavailable(str(exc)) from None
+            monitor = self.node.monitor
+            if monitor is not None:
+                overrides = monitor.overrides
+                if override is None:
+                    overrides.pop(target, None)
+                else:
+                    overrides[target] = override
+                monitor.replace_overrides(overrides)
         self._wake.set()
 
     # -- status -------------------------------------------------------------------------------
