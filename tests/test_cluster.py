@@ -304,8 +304,16 @@ def test_a_generation_that_fails_on_one_node_is_not_applied_there(
     from .stackhelpers import ROOT
 
     config, zones = write_node_files(tmp_path / "src")
+    # A node started before anything is published waits for the first generation.
+    home = tmp_path / "a"
+    a = start_node(
+        home, "--etcd", etcd.endpoints, "--state-file", str(home / "state.json"),
+        name="a", wait=False,
+    )  # fmt: skip
+    wait_until(lambda: "waiting for a generation" in a.log(), 20)
+    assert a.process.poll() is None
     assert publish(etcd, config, zones).returncode == 0
-    a = cluster_node(tmp_path, etcd, "a")
+    a.wait_ready("a")
     # Node b names etcd through the `cluster:` key of its local file, and checks every
     # generation against its own GeoIP copy (which goes missing below).
     geoip = tmp_path / "city.mmdb"

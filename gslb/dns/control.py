@@ -59,39 +59,39 @@ def run(options: NodeOptions) -> int:
     except PortTaken as exc:
         print(f"gslb dns: {exc}", file=sys.stderr)
         return 1
-    except NoGeneration as exc:
-        print(f"gslb dns: {exc}", file=sys.stderr)
-        return 2
 
 
-class NoGeneration(GslbError):
-    """Cluster mode with nothing to serve: etcd unreachable or empty, and no local copy."""
-
-
-async def first_source(options: NodeOptions, store: ClusterStore | None) -> GenerationSource | None:
-    """What a node starts from: etcd's current generation; if etcd is down, the local copy;
-    with neither, the local files when given (None: read them)."""
+async def first_source(
+    options: NodeOptions, store: ClusterStore | None, poll: float = 0.5
+) -> GenerationSource | None:
+    """What a node starts from: etcd's current generation; if etcd is down, the copy cached
+    beside the state file; with neither, the local files when given (None: read them). With
+    nothing at all, wait for the first `gslb publish` (or for etcd) instead of exiting."""
     if store is None:
         return None
     cached = load_cached(cache_path(options.state_file))
-    try:
-        view = await store.view()
-        source = await store.generation(view.number) if view.number else None
-    except (EtcdUnavailable, ConfigError) as exc:
+    waited = 0.0
+    while True:
+        try:
+            view = await store.view()
+            source = await store.generation(view.number) if view.number else None
+            problem = f"nothing published under {store.prefix} yet (run `gslb publish`)"
+            reachable = True
+        except (EtcdUnavailable, ConfigError) as exc:
+            source, problem, reachable = None, f"etcd unreachable: {exc}", False
+        if source is not None:
+            return source
         if cached is not None:
-            log.warning("etcd unreachable (%s); serving cached generation %s", exc, cached.label)
+            if not reachable:
+                log.warning("%s; serving cached generation %s", problem, cached.label)
             return cached
         if options.config_path:
-            log.warning("etcd unreachable (%s); serving the local files until it returns", exc)
+            log.warning("%s; serving the local files until a generation is published", problem)
             return None
-        raise NoGeneration(f"etcd unreachable and no cached generation: {exc}") from None
-    if source is not None:
-        return source
-    if cached is not None:
-        return cached
-    if options.config_path:
-        return None
-    raise NoGeneration(f"nothing published under {store.prefix} yet (run `gslb publish`)")
+        if waited % 10 == 0:
+            log.warning("%s; waiting for a generation to serve", problem)
+        await asyncio.sleep(poll)
+        waited += poll
 
 
 def cluster_from_config(options: NodeOptions) -> NodeOptions:
