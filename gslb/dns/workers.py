@@ -121,6 +121,7 @@ class Worker:
     writer: asyncio.StreamWriter | None = None
     ready: bool = False
     digest: str = ""  # generation it last applied
+    serial: int = 0  # how many loads the control plane had made when it applied that one
     epoch: int = -1  # health snapshot it last applied
     counters: DnsCounters | None = None
     retired: DnsCounters | None = None  # totals of earlier processes in this slot
@@ -140,6 +141,8 @@ class WorkerPool:
         self.listen = list(listen)
         self.node = node
         self.workers = [Worker(index) for index in range(count)]
+        # Counts applied loads, so a reload of the same files (a new GeoIP file) is waited for too.
+        self.serial = 1
         self._changed = asyncio.Event()
         self._stopping = False
         node.on_generation.append(self.publish_generation)
@@ -173,9 +176,10 @@ class WorkerPool:
     # -- publishing ---------------------------------------------------------------------------
 
     def publish_generation(self, source: GenerationSource) -> None:
+        self.serial += 1
         for worker in self.workers:
             if worker.ready:
-                self._send(worker, ("generation", source))
+                self._send(worker, ("generation", source, self.serial))
 
     def publish_health(self, snapshot: HealthSnapshot) -> None:
         wire = snapshot_to_wire(snapshot)
@@ -189,9 +193,8 @@ class WorkerPool:
         return await self._wait(self._in_sync, timeout)
 
     def _in_sync(self) -> bool:
-        digest = self.node.source.digest
         epoch = self.node.health.current.epoch
-        return all(w.digest == digest and w.epoch >= epoch for w in self.workers if w.ready)
+        return all(w.serial >= self.serial and w.epoch >= epoch for w in self.workers if w.ready)
 
     async def _wait(self, condition: Any, timeout: float) -> bool:
         loop = asyncio.get_running_loop()
@@ -267,6 +270,7 @@ class WorkerPool:
                     "init",
                     self.options,
                     self.node.source,
+                    self.serial,
                     snapshot_to_wire(self.node.health.current),
                     logging.getLevelName(root.level),
                     "text" if text_format else "json",
@@ -289,17 +293,17 @@ class WorkerPool:
     def _on_message(self, worker: Worker, message: tuple[Any, ...]) -> None:
         kind = message[0]
         if kind == "ready":
-            _, worker.digest, worker.epoch = message
+            _, worker.digest, worker.serial, worker.epoch = message
             worker.ready = True
             # Anything published while it was starting: hand it over now.
-            if worker.digest != self.node.source.digest:
-                self._send(worker, ("generation", self.node.source))
+            if worker.serial < self.serial:
+                self._send(worker, ("generation", self.node.source, self.serial))
             if worker.epoch < self.node.health.current.epoch:
                 self._send(worker, ("health", snapshot_to_wire(self.node.health.current)))
         elif kind == "applied":
-            _, digest, ok, errors = message
+            _, digest, serial, ok, errors = message
             if ok:
-                worker.digest = digest
+                worker.digest, worker.serial = digest, serial
                 worker.last_error = None
             else:
                 worker.last_error = "; ".join(errors[:3])
@@ -337,12 +341,12 @@ async def worker_serve(fd: int) -> int:
     sock = socket.socket(fileno=fd)
     reader, writer = await asyncio.open_unix_connection(sock=sock)
     message = await read_message(reader)
-    _, options, source, health_wire, level, log_format = message
+    _, options, source, serial, health_wire, level, log_format = message
     setup_logging(level, log_format)
     holder = HealthHolder(snapshot_from_wire(health_wire))
     node = DnsNode(options, reuse_port=True, health=holder, source=source, role="worker")
     await node.start()
-    writer.write(encode(("ready", node.source.digest, holder.current.epoch)))
+    writer.write(encode(("ready", node.source.digest, serial, holder.current.epoch)))
 
     async def report() -> None:
         while True:
@@ -383,7 +387,7 @@ async def _follow(
             source: GenerationSource = message[1]
             ok = node.apply(source)
             errors = [] if ok else (node.last_reload_error or "").splitlines()
-            writer.write(encode(("applied", source.digest, ok, errors)))
+            writer.write(encode(("applied", source.digest, message[2], ok, errors)))
         elif kind == "health":
             snapshot = snapshot_from_wire(message[1])
             if snapshot.epoch > holder.current.epoch:
