@@ -152,8 +152,10 @@ def parse_cluster(raw: Any) -> tuple[ClusterSettings, list[Reason]]:
         where = mark_of(raw, key)
         if key == "etcd":
             items = [value] if isinstance(value, str) else value
-            if not isinstance(items, list) or not items or not all(
-                isinstance(i, str) and i.strip() for i in items
+            if (
+                not isinstance(items, list)
+                or not items
+                or not all(isinstance(i, str) and i.strip() for i in items)
             ):
                 reasons.append(Reason(where, "cluster.etcd", "must be a URL or a list of URLs"))
             else:
