@@ -150,8 +150,8 @@ async def serve(options: NodeOptions) -> int:
             await pool.start()
             log.info("supervising %d workers on %s", workers, ", ".join(listen))
         if store is not None:
-            state_file = node.monitor.state_file if node.monitor is not None else None
-            follower = ClusterFollower(store, node, cache_file=cache_path(state_file))
+            # The cache needs this node's own state file: a start while etcd is down reads it.
+            follower = ClusterFollower(store, node, cache_file=cache_path(options.state_file))
             node.reload_source = lambda: node.source  # reload: validate and reopen GeoIP
             await follower.sync()
             await follower.start()
