@@ -127,6 +127,7 @@ class Worker:
     retired: DnsCounters | None = None  # totals of earlier processes in this slot
     started_at: float = 0.0
     restarts: int = 0
+    backoff: float = RESTART_DELAY / 2  # doubled on each quick death, up to 5 s
     last_error: str | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -327,8 +328,16 @@ class WorkerPool:
         if self._stopping:
             return
         worker.restarts += 1
-        log.error("worker %d exited with status %d; restarting it", worker.index, status)
-        await asyncio.sleep(RESTART_DELAY)
+        # A worker that dies right after starting (a crash loop) is restarted ever more slowly.
+        lived = time.time() - worker.started_at
+        worker.backoff = RESTART_DELAY if lived > 10 else min(worker.backoff * 2, 5.0)
+        log.error(
+            "worker %d exited with status %d; restarting it in %.1fs",
+            worker.index,
+            status,
+            worker.backoff,
+        )
+        await asyncio.sleep(worker.backoff)
         if not self._stopping:
             await self._spawn(worker)
 
