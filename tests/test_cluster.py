@@ -17,6 +17,7 @@ from .stackhelpers import (
     GSLB,
     DnsProcess,
     EtcdCluster,
+    http,
     start_node,
     wait_until,
     write_node_files,
@@ -345,6 +346,21 @@ def test_a_generation_that_fails_on_one_node_is_not_applied_there(
         assert publish(etcd, config, zones).returncode == 0
         wait_until(lambda: generation(b) == 3 and generation(a) == 3, 5)
         assert b.status()["cluster"]["rejected"] is None
+        # Garbage written to etcd by hand is refused by every node, which stays in sync.
+        import base64
+        import json
+
+        def put(key: str, value: str) -> None:
+            body = {"key": base64.b64encode(key.encode()).decode(),
+                    "value": base64.b64encode(value.encode()).decode()}  # fmt: skip
+            assert http(f"{etcd.members[0].url}/v3/kv/put", body)[0] == 200
+
+        put("/gslb/generations/000000000004", "{not json")
+        put("/gslb/current", json.dumps({"number": 4, "digest": "feed"}))
+        for n in (a, b):
+            refused = wait_until(lambda n=n: n.status()["cluster"]["rejected"], 5)
+            assert refused["number"] == 4 and "malformed generation" in refused["errors"][0]
+            assert generation(n) == 3 and not n.status()["cluster"]["stale"]
     finally:
         a.stop()
         b.stop()

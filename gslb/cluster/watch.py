@@ -134,11 +134,17 @@ class ClusterFollower:
     async def sync(self) -> bool:
         """Read the intent once and apply what changed. False when etcd could not be read."""
         async with self._lock:
+            unreadable: ConfigError | None = None
             try:
                 view = await self.store.view()
                 number = generation_to_fetch(view, self.applied, self.rejected)
-                source = await self.store.generation(number) if number else None
-            except (EtcdUnavailable, ConfigError) as exc:
+                try:
+                    source = await self.store.generation(number) if number else None
+                except ConfigError as exc:  # etcd answered; the value is not a generation
+                    source, unreadable = None, exc
+                if number and source is None and unreadable is None:
+                    unreadable = ConfigError(f"generation {number} is missing from etcd")
+            except EtcdUnavailable as exc:
                 if self.last_error is None or not self.stale:
                     log.warning("etcd unreachable; serving the last good generation: %s", exc)
                 self.last_error = str(exc)
@@ -148,7 +154,9 @@ class ClusterFollower:
             self.last_contact = self.clock.monotonic()
             self.last_error = None
             self.revision = max(self.revision, view.revision)
-            if source is not None:
+            if unreadable is not None:
+                self._refuse(view, str(unreadable).splitlines())
+            elif source is not None:
                 self._apply(source, view)
             monitor = self.node.monitor
             if monitor is not None:
@@ -162,13 +170,17 @@ class ClusterFollower:
             self.rejected_errors = []
             self._remember(source)
             return
+        self._refuse(view, (self.node.last_reload_error or "").splitlines())
+
+    def _refuse(self, view: ClusterView, errors: list[str]) -> None:
         self.rejected = (view.number, view.digest)
         self.rejections += 1
-        self.rejected_errors = (self.node.last_reload_error or "").splitlines()
+        self.rejected_errors = errors or ["generation missing from etcd"]
         log.error(
-            "generation %d rejected on this node; still serving %s",
+            "generation %d rejected on this node; still serving %s: %s",
             view.number,
             self.node.source.label,
+            "; ".join(self.rejected_errors[:3]),
         )
 
     def _remember(self, source: GenerationSource) -> None:
