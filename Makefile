@@ -19,8 +19,9 @@ setup: $(STAMP)
 system-tools:
 	bash .ci/system-tools
 
+# State (overrides, last known health) goes to ~/.local/state/gslb, never into the checkout.
 run: setup
-	$(BIN)/gslb run
+	$(BIN)/gslb run --state-dir "$${XDG_STATE_HOME:-$$HOME/.local/state}/gslb"
 
 test: setup system-tools
 	$(BIN)/ruff check gslb tests bench

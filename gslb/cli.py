@@ -49,11 +49,25 @@ def _add_dns(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="admin API (metrics, status, reload, overrides); default admin.listen or "
         "127.0.0.1:8053",
     )
+    parser.add_argument(
+        "--etcd",
+        metavar="URL[,URL...]",
+        help="cluster mode: follow the generations and overrides published in this etcd cluster",
+    )
+    parser.add_argument("--etcd-prefix", default="/gslb/", help="key prefix (default /gslb/)")
+    parser.add_argument(
+        "--state-file",
+        help="this node's state file (overrides, last health, last good generation); "
+        "default health.state_file",
+    )
+    parser.add_argument("--name", help="node name in /status and /metrics (default dns-1)")
     parser.set_defaults(func=_run_dns)
 
 
 def _run_dns(args: argparse.Namespace) -> int:
-    from .dns.node import NodeOptions, run
+    from .cluster.etcd import parse_endpoints
+    from .dns.control import run
+    from .dns.node import NodeOptions
 
     overrides = {
         key: value
@@ -75,6 +89,10 @@ def _run_dns(args: argparse.Namespace) -> int:
         workers=args.workers,
         overrides=overrides,
         admin_listen=args.admin,
+        etcd=parse_endpoints(args.etcd) if args.etcd else [],
+        etcd_prefix=args.etcd_prefix,
+        state_file=args.state_file,
+        name=args.name,
         rrl_overrides={
             key: value
             for key, value in (
@@ -97,13 +115,24 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--dns", default="127.0.0.1:5300", metavar="HOST:PORT")
     parser.add_argument("--admin", default="127.0.0.1:8053", metavar="HOST:PORT")
     parser.add_argument("--backend-port-base", type=int, default=9100)
+    parser.add_argument(
+        "--state-dir",
+        help="state files (and etcd data) go here; default $XDG_STATE_HOME/gslb or "
+        "~/.local/state/gslb, never the checkout",
+    )
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="run as a fleet: 3 etcd members, the config published to them, 2 DNS nodes",
+    )
+    parser.add_argument("--etcd-port-base", type=int, default=23790, help="etcd ports from here")
     parser.set_defaults(func=_run_stack)
 
 
 def _run_stack(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .dns.node import _run_loop
+    from .dns.control import run_loop
     from .errors import ConfigError
     from .stack import StackOptions, run_stack, venv_bin_on_path
 
@@ -114,9 +143,12 @@ def _run_stack(args: argparse.Namespace) -> int:
         dns_listen=args.dns,
         admin_listen=args.admin,
         backend_base_port=args.backend_port_base,
+        state_dir=args.state_dir,
+        cluster=args.cluster,
+        etcd_base_port=args.etcd_port_base,
     )
     try:
-        return _run_loop(run_stack(options))
+        return run_loop(run_stack(options))
     except ConfigError as exc:
         print(f"gslb run: configuration error:\n{exc}", file=sys.stderr)
         return 2
@@ -162,12 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dns(subparsers)
     _add_run(subparsers)
     _add_demo(subparsers)
+    from .cluster.cli import add_commands as add_cluster_commands
     from .health.cli import add_commands as add_health_commands
     from .proxy.cli import add_commands as add_proxy_commands
     from .steering.cli import add_commands as add_steering_commands
 
     add_steering_commands(subparsers)
     add_health_commands(subparsers)
+    add_cluster_commands(subparsers)
     add_proxy_commands(subparsers)
     return parser
 

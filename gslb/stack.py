@@ -3,6 +3,11 @@
 One process holds the authoritative DNS node, its admin API and the demo backends (so the demo
 controls are plain function calls); every regional probe agent and every datacenter's proxy is
 its own `gslb` process, as it would be in production.
+
+With `--cluster` the example runs as a fleet: three etcd members, the configuration published
+to them as generation 1, and two DNS nodes following it (this process's node and a second
+`gslb dns --etcd` process). Drains on either node's admin API reach both. State files (and the
+etcd data) live in a state directory outside the source tree.
 """
 
 from __future__ import annotations
@@ -29,6 +34,14 @@ from .dns.settings import parse_hostport
 log = logging.getLogger("gslb.stack")
 
 
+def default_state_dir() -> str:
+    """Per-user state, never the checkout: $XDG_STATE_HOME/gslb or ~/.local/state/gslb."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return os.path.join(base, "gslb")
+
+
 @dataclass
 class StackOptions:
     config_path: str = "zones/example.yaml"
@@ -39,6 +52,9 @@ class StackOptions:
     backends_per_datacenter: int = 2
     proxy_check_interval: float = 0.25
     log_level: str = "WARNING"  # for the child processes
+    state_dir: str | None = None  # None: default_state_dir()
+    cluster: bool = False  # 3 etcd members + 2 DNS nodes
+    etcd_base_port: int = 23790  # members use base..base+5 (client, peer) pairs
 
 
 @dataclass
@@ -54,22 +70,36 @@ class Stack:
         self.options = options
         self.node: DnsNode | None = None
         self.admin: Any = None
+        self.status: Any = None
         self.datacenters: dict[str, Datacenter] = {}
         self.probes: dict[str, asyncio.subprocess.Process] = {}
+        self.state_dir = Path(options.state_dir or default_state_dir())
+        self.etcd: list[asyncio.subprocess.Process] = []
+        self.etcd_urls: list[str] = []
+        self.peers: list[tuple[str, str, asyncio.subprocess.Process]] = []  # name, admin, proc
+        self.follower: Any = None
+        self._peer_task: asyncio.Task[None] | None = None
 
     # -- start and stop ----------------------------------------------------------------------
 
     async def start(self) -> None:
         options = self.options
-        node = DnsNode(
-            NodeOptions(
-                zones_dir=options.zones_dir,
-                config_path=options.config_path,
-                listen=[options.dns_listen],
-            )
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        node_options = NodeOptions(
+            zones_dir=options.zones_dir,
+            config_path=options.config_path,
+            listen=[options.dns_listen],
+            state_file=str(self.state_dir / "dns-1.json"),
+            name="dns-1",
         )
+        node = DnsNode(node_options)  # validates everything before anything starts
         config: Config = node.generation.config
         self._check_ports_free(config)
+        source = None
+        if options.cluster:
+            source = await self._start_cluster()
+            node.generation.close()
+            node = DnsNode(node_options, source=source)
         self.node = node
         for index, (name, dc) in enumerate(config.datacenters.items()):
             if dc.check is None or dc.check.port is None:
@@ -112,8 +142,112 @@ class Stack:
                 agent_listen(agent),
             )
         await node.start()
+        if options.cluster:
+            await self._follow_cluster(node)
         await self._start_admin()
         await self._wait_listening(config)
+        if options.cluster:
+            await self._start_peer()
+
+    # -- cluster mode ------------------------------------------------------------------------
+
+    def _etcd_ports(self) -> list[tuple[int, int]]:
+        base = self.options.etcd_base_port
+        return [(base + 2 * i, base + 2 * i + 1) for i in range(3)]
+
+    async def _start_cluster(self) -> Any:
+        """Start three etcd members, publish the example as a generation; return it."""
+        from .cluster.etcd import EtcdClient, retrying
+        from .cluster.generation import read_source
+        from .cluster.store import ClusterStore
+
+        members = [
+            f"m{i}=http://127.0.0.1:{peer}" for i, (_, peer) in enumerate(self._etcd_ports())
+        ]
+        for i, (client_port, peer) in enumerate(self._etcd_ports()):
+            url = f"http://127.0.0.1:{client_port}"
+            self.etcd_urls.append(url)
+            data = self.state_dir / "etcd" / f"m{i}"
+            self.etcd.append(
+                await asyncio.create_subprocess_exec(
+                    "etcd",
+                    "--name", f"m{i}",
+                    "--data-dir", str(data),
+                    "--listen-client-urls", url,
+                    "--advertise-client-urls", url,
+                    "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+                    "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+                    "--initial-cluster", ",".join(members),
+                    "--initial-cluster-state", "existing" if data.exists() else "new",
+                    "--initial-cluster-token", "gslb-run",
+                    "--heartbeat-interval", "100",
+                    "--election-timeout", "1000",
+                    "--log-level", "error",
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )  # fmt: skip
+        source = read_source(self.options.config_path, self.options.zones_dir, absolute=True)
+        client = EtcdClient(self.etcd_urls)
+        try:
+            store = ClusterStore(client)
+            published = await retrying("publish", lambda: store.publish(source), 30.0)
+        finally:
+            await client.close()
+        log.warning("published generation %s to etcd %s", published.label, ",".join(self.etcd_urls))
+        return published
+
+    async def _follow_cluster(self, node: DnsNode) -> None:
+        from .cluster.etcd import EtcdClient
+        from .cluster.store import ClusterStore
+        from .cluster.watch import ClusterFollower, cache_path
+
+        store = ClusterStore(EtcdClient(self.etcd_urls))
+        self.follower = ClusterFollower(store, node, cache_file=cache_path(node.options.state_file))
+        node.reload_source = lambda: node.source
+        await self.follower.sync()
+        await self.follower.start()
+
+    async def _start_peer(self) -> None:
+        """The second DNS node: its own process, following the same etcd."""
+        host, port = parse_hostport(self.options.dns_listen) or ("127.0.0.1", 5300)
+        admin_host, admin_port = parse_hostport(self.options.admin_listen) or ("127.0.0.1", 8053)
+        admin = f"{admin_host}:{admin_port + 1}"
+        process = await self._spawn(
+            "dns",
+            "--etcd", ",".join(self.etcd_urls),
+            "--listen", f"{host}:{port + 1}",
+            "--admin", admin,
+            "--state-file", str(self.state_dir / "dns-2.json"),
+            "--name", "dns-2",
+        )  # fmt: skip
+        self.peers.append(("dns-2", f"http://{admin}", process))
+        self._peer_task = asyncio.create_task(self._poll_peers())
+
+    async def _poll_peers(self) -> None:
+        """The status page shows a line per node: the peers' generations, read from their
+        own /status once a second."""
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session:
+            while True:
+                lines = []
+                for name, url, _process in self.peers:
+                    line: dict[str, Any] = {"name": name, "admin": url}
+                    try:
+                        async with session.get(
+                            f"{url}/status", timeout=aiohttp.ClientTimeout(total=1)
+                        ) as resp:
+                            doc = await resp.json()
+                        line["generation"] = (doc.get("node") or {}).get("generation")
+                        line["stale"] = (doc.get("cluster") or {}).get("stale")
+                    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                        line["error"] = str(exc) or type(exc).__name__
+                    lines.append(line)
+                if self.status is not None:
+                    self.status.peers = lines
+                await asyncio.sleep(1.0)
 
     async def _wait_listening(self, config: Config, timeout: float = 20.0) -> None:
         """Return once every proxy and probe agent accepts connections (or time runs out)."""
@@ -145,17 +279,24 @@ class Stack:
 
     async def _start_admin(self) -> None:
         from .admin.server import start_admin
+        from .cluster.watch import ClusterUnavailable
+        from .dns.control import override_setter
         from .dns.status import NodeStatus
         from .health.admin import admin_routes
 
         assert self.node is not None
-        status = NodeStatus(self.node, name="dns-1", demo=True)
+        status = NodeStatus(self.node, name="dns-1", demo=True, cluster=self.follower)
+        self.status = status
         routes = [
             web.post("/v1/demo/fail/{dc}", self._demo_route(self.fail)),
             web.post("/v1/demo/recover/{dc}", self._demo_route(self.recover)),
         ]
         if self.node.monitor is not None:
-            routes += admin_routes(self.node.monitor)
+            routes += admin_routes(
+                self.node.monitor,
+                setter=override_setter(self.node, self.follower),
+                unavailable=(ClusterUnavailable,),
+            )
         self.admin = await start_admin(self.options.admin_listen, status, extra_routes=routes)
 
     def _demo_route(self, action: Any) -> Any:
@@ -169,13 +310,20 @@ class Stack:
         return handler
 
     async def stop(self) -> None:
+        if self._peer_task is not None:
+            self._peer_task.cancel()
+            await asyncio.gather(self._peer_task, return_exceptions=True)
         if self.admin is not None:
             await self.admin.close()
+        if self.follower is not None:
+            await self.follower.stop()
         if self.node is not None:
             await self.node.stop()
         children = [p for p in self.probes.values()] + [
             dc.proxy for dc in self.datacenters.values() if dc.proxy is not None
         ]
+        children += [process for _, _, process in self.peers]
+        children += self.etcd
         for child in children:
             with contextlib.suppress(ProcessLookupError):
                 child.send_signal(signal.SIGTERM)
@@ -192,6 +340,11 @@ class Stack:
 
     def _check_ports_free(self, config: Config) -> None:
         wanted = [self.options.dns_listen, self.options.admin_listen]
+        if self.options.cluster:
+            host, port = parse_hostport(self.options.dns_listen) or ("127.0.0.1", 5300)
+            admin_host, admin_port = parse_hostport(self.options.admin_listen) or ("", 8053)
+            wanted += [f"{host}:{port + 1}", f"{admin_host}:{admin_port + 1}"]
+            wanted += [f"127.0.0.1:{p}" for pair in self._etcd_ports() for p in pair]
         wanted += [
             f"{dc.check.host or '127.0.0.1'}:{dc.check.port}"
             for dc in config.datacenters.values()
@@ -213,6 +366,19 @@ class Stack:
                 f"gslb run: address already in use: {', '.join(busy)} "
                 "(is another `gslb run` going?)"
             )
+
+    def _cluster_banner(self) -> list[str]:
+        if not self.options.cluster:
+            return [f"  state          {self.state_dir}"]
+        host, port = parse_hostport(self.options.dns_listen) or ("127.0.0.1", 5300)
+        peer_admin = self.peers[0][1] if self.peers else "?"
+        return [
+            f"  cluster        etcd {','.join(self.etcd_urls)}",
+            f"  second node    DNS {host}:{port + 1}, admin {peer_admin}",
+            f"  state          {self.state_dir}",
+            f"  publish        {gslb_command()} publish --config {self.options.config_path} "
+            f"--zones {self.options.zones_dir} --etcd {','.join(self.etcd_urls)}",
+        ]
 
     # -- demo controls -----------------------------------------------------------------------
 
@@ -240,6 +406,7 @@ class Stack:
             f"  status page    http://{admin}/",
             f"  metrics        http://{admin}/metrics   status JSON http://{admin}/status",
             f"  datacenters    {dcs}",
+            *self._cluster_banner(),
             f"  probe agents   {', '.join(self.probes) or '(checks run in the DNS node)'}",
             "",
             "Try:",

@@ -223,7 +223,6 @@ def test_workers_share_the_port(zones_dir: Path) -> None:
     )
     try:
         _wait_for_port(port)
-        time.sleep(0.6)  # the supervisor closes its placeholder socket
         answers = set()
         for _ in range(40):
             out = dig(port, "+short", "www.example.test")

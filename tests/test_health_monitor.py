@@ -198,6 +198,7 @@ async def test_local_mode_overrides_and_persistence(backend: Backend, tmp_path: 
         assert "maintenance CHG-42" in holder.current.targets["dc1"].reason
         st = mon.status()["targets"]["dc1"]
         assert st["override"]["mode"] == "down" and st["checks_state"] == "up"
+        assert mon.flush_state()  # written off the event loop
         saved = json.loads(state_file.read_text())
         assert saved["overrides"]["dc1"]["reason"] == "maintenance CHG-42"
         with pytest.raises(KeyError):
@@ -218,6 +219,7 @@ async def test_local_mode_overrides_and_persistence(backend: Backend, tmp_path: 
         assert holder2.current.state("dc1") == "down"  # checks say up; the drain still wins
         mon2.set_override("dc1", "none", "done")
         assert holder2.current.state("dc1") == "up"
+        assert mon2.flush_state()
         assert json.loads(state_file.read_text())["overrides"] == {}
     finally:
         await mon2.stop()
@@ -342,3 +344,36 @@ async def test_reload_switches_between_local_checks_and_agents(backend: Backend)
     finally:
         await mon.stop()
         await region.stop()
+
+
+def test_state_writer_writes_off_the_callers_thread_newest_wins(tmp_path: Path) -> None:
+    import threading
+
+    from gslb.health import statefile
+    from gslb.health.statefile import StateWriter
+
+    path = tmp_path / "deep" / "state.json"
+    writer = StateWriter(str(path))
+    threads: list[str] = []
+    real = statefile.write_atomic
+
+    def spy(target: str, text: str) -> None:  # records the thread, then writes for real
+        threads.append(threading.current_thread().name)
+        real(target, text)
+
+    statefile.write_atomic = spy  # type: ignore[assignment]
+    try:
+        for n in range(50):
+            writer.submit(json.dumps({"n": n}))
+        assert writer.flush()
+    finally:
+        statefile.write_atomic = real  # type: ignore[assignment]
+    assert json.loads(path.read_text()) == {"n": 49}
+    assert threads and set(threads) == {"gslb-state-writer"}
+    assert len(threads) <= 50  # pending texts coalesce while a write is under way
+
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    bad = StateWriter(str(blocked / "state.json"))  # a file where a directory should be
+    bad.submit("{}")
+    assert bad.flush() and bad.errors == 1

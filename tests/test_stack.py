@@ -137,3 +137,63 @@ def test_reload_endpoint_rejects_a_bad_config_and_keeps_serving(stack: RunningSt
     request = urllib.request.Request(f"{stack.admin}/v1/reload", method="POST", data=b"")
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 200
+
+
+def test_run_cluster_two_nodes_follow_etcd(
+    tmp_path_factory: pytest.TempPathFactory,
+    browser: WebDriver,  # noqa: F811
+) -> None:
+    """`gslb run --cluster`: 3 etcd members, 2 DNS nodes on one generation; a drain on one
+    node's admin API reaches the other; the status document has a line per node."""
+    import json
+    import urllib.request
+
+    directory = tmp_path_factory.mktemp("cluster-stack")
+    running = start_stack(directory, cluster=True)
+    try:
+        deadline = time.monotonic() + 30
+        nodes: list[dict] = []  # type: ignore[type-arg]
+        while time.monotonic() < deadline:
+            nodes = (running.status().get("cluster") or {}).get("nodes") or []
+            if len(nodes) == 2 and all((n.get("generation") or {}).get("number") for n in nodes):
+                break
+            time.sleep(0.2)
+        assert [n["name"] for n in nodes] == ["dns-1", "dns-2"], nodes
+        assert nodes[0]["generation"] == nodes[1]["generation"]
+        assert nodes[0]["generation"]["number"] >= 1
+        # The status page has a line per node with the generation it serves.
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        label = nodes[0]["generation"]["label"]
+        browser.get(running.admin + "/")
+        WebDriverWait(browser, 10, poll_frequency=0.1).until(
+            lambda d: len(d.find_elements(By.CSS_SELECTOR, "#nodes [data-node]")) == 2
+        )
+        for name in ("dns-1", "dns-2"):
+            line = browser.find_element(By.CSS_SELECTOR, f'#nodes [data-node="{name}"]').text
+            assert f"generation {label}" in line and "in sync" in line, line
+        request = urllib.request.Request(
+            f"{running.admin}/v1/overrides/eu-west",
+            data=json.dumps({"mode": "down", "reason": "cluster demo"}).encode(),
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+        peer = running.admin.rsplit(":", 1)[0] + ":" + str(int(running.admin.rsplit(":", 1)[1]) + 1)
+
+        def peer_state() -> str:
+            with urllib.request.urlopen(f"{peer}/status", timeout=5) as response:
+                doc = json.loads(response.read())
+            return {dc["name"]: dc["state"] for dc in doc["datacenters"]}.get("eu-west", "")
+
+        deadline = time.monotonic() + 2
+        while peer_state() != "down":
+            assert time.monotonic() < deadline, "the drain did not reach the second node"
+            time.sleep(0.05)
+        # State lives in --state-dir, never in the checkout.
+        assert (directory / "state" / "dns-1.json").exists()
+        assert (directory / "state" / "dns-2.json").exists()
+    finally:
+        output = running.stop()
+    assert "Traceback" not in output, output

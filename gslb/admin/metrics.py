@@ -213,6 +213,7 @@ class StatusCollector:
         ):
             if isinstance(node.get(key), int | float):
                 out.append(GaugeMetricFamily(name, doc_text, value=float(node[key])))
+        out.extend(_cluster_families(doc.get("cluster"), node.get("generation")))
         dcs = doc.get("datacenters") or []
         if dcs:
             agg = GaugeMetricFamily(
@@ -235,6 +236,44 @@ class StatusCollector:
                     override.add_metric([name, str(ov.get("mode", ""))], 1.0)
             out.extend([agg, override])
         return out
+
+
+def _cluster_families(cluster: Any, generation: Any) -> list[Metric]:
+    """The generation served, and in cluster mode how fresh this node's view of etcd is."""
+    out: list[Metric] = []
+    if isinstance(generation, dict):
+        gen = GaugeMetricFamily(
+            "gslb_node_generation",
+            "Number of the generation served (0: read from local files); digest as a label",
+            labels=["digest"],
+        )
+        gen.add_metric([str(generation.get("digest", ""))], float(generation.get("number") or 0))
+        out.append(gen)
+    if not isinstance(cluster, dict):
+        return out
+    out.append(
+        GaugeMetricFamily(
+            "gslb_cluster_stale",
+            "1 when this node has not read etcd recently and serves its last good generation",
+            value=1.0 if cluster.get("stale") else 0.0,
+        )
+    )
+    age = cluster.get("last_contact_age")
+    out.append(
+        GaugeMetricFamily(
+            "gslb_cluster_last_contact_age_seconds",
+            "Seconds since this node last read etcd (+Inf: never)",
+            value=float(age) if isinstance(age, int | float) else math.inf,
+        )
+    )
+    out.append(
+        CounterMetricFamily(
+            "gslb_cluster_generations_rejected_total",
+            "Published generations that failed validation on this node and were not applied",
+            value=float(cluster.get("rejections") or 0),
+        )
+    )
+    return out
 
 
 def _states_with(current: str) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import inspect
 import ipaddress
 import json
 import logging
@@ -70,17 +71,19 @@ CONTENT_TYPES = {
 class StatusSource(Protocol):
     """What the admin server needs from a node. All methods are called on the event loop."""
 
-    def status(self) -> dict: ...  # the /status document
+    def status(self) -> dict[str, Any]: ...  # the /status document
 
-    def reload(self) -> tuple[bool, list[str]]: ...  # ok, errors as "file:line: message"
+    # ok, errors as "file:line: message"; or an awaitable of that (a node with workers waits
+    # until every worker has the new generation)
+    def reload(self) -> Any: ...
 
     # None when the process serves no DNS; a list of DnsCounters is accepted too (one per worker)
-    def dns_counters(self) -> DnsCounters | None: ...
+    def dns_counters(self) -> DnsCounters | Sequence[DnsCounters] | None: ...
 
     def health_counters(self) -> HealthCounters | None: ...
 
     # events (same shape as status["events"][i]); returns an unsubscribe function
-    def subscribe(self, callback: Callable[[dict], None]) -> Callable[[], None]: ...
+    def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> Callable[[], None]: ...
 
 
 def parse_listen(listen: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -119,16 +122,16 @@ class _Events:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._next_id = 1
-        self.history: deque[tuple[int, dict]] = deque(maxlen=REPLAY)
-        self.clients: set[asyncio.Queue[tuple[int, dict] | None]] = set()
+        self.history: deque[tuple[int, dict[str, Any]]] = deque(maxlen=REPLAY)
+        self.clients: set[asyncio.Queue[tuple[int, dict[str, Any]] | None]] = set()
         self.closed = False
 
-    def callback(self, event: dict) -> None:
+    def callback(self, event: dict[str, Any]) -> None:
         # May be called from any thread; hop onto the loop.
         if not self.closed:
             self._loop.call_soon_threadsafe(self._publish, dict(event))
 
-    def _publish(self, event: dict) -> None:
+    def _publish(self, event: dict[str, Any]) -> None:
         if self.closed:
             return
         item = (self._next_id, event)
@@ -142,8 +145,8 @@ class _Events:
                 self.clients.discard(q)
                 _drain_and_end(q)
 
-    def add(self) -> asyncio.Queue[tuple[int, dict] | None]:
-        q: asyncio.Queue[tuple[int, dict] | None] = asyncio.Queue(CLIENT_QUEUE)
+    def add(self) -> asyncio.Queue[tuple[int, dict[str, Any]] | None]:
+        q: asyncio.Queue[tuple[int, dict[str, Any]] | None] = asyncio.Queue(CLIENT_QUEUE)
         self.clients.add(q)
         return q
 
@@ -391,7 +394,10 @@ async def _status(request: web.Request) -> web.Response:
 async def _reload(request: web.Request) -> web.Response:
     cfg = request.app[CONFIG]
     try:
-        ok, errors = cfg.source.reload()
+        result = cfg.source.reload()
+        if inspect.isawaitable(result):
+            result = await result
+        ok, errors = result
     except Exception as exc:  # a bug in reload must not take the admin API down
         log.exception("reload failed")
         return web.json_response({"ok": False, "errors": [f"reload crashed: {exc}"]}, status=500)
@@ -437,6 +443,6 @@ async def _events_stream(request: web.Request) -> web.StreamResponse:
         events.clients.discard(queue)
 
 
-def _sse(item: tuple[int, dict]) -> bytes:
+def _sse(item: tuple[int, dict[str, Any]]) -> bytes:
     event_id, event = item
     return f"id: {event_id}\ndata: {_dumps(event)}\n\n".encode()

@@ -1,7 +1,9 @@
-"""A DNS node: loads zones and config, builds the Responder, serves, reloads, runs workers.
+"""A DNS node: loads one generation (zones and config), builds the Responder, serves, reloads.
 
-This is the composition root for `gslb dns`; it wires parts together and decides nothing
-about answers.
+A DnsNode plays one of three roles: "single" (one process, both planes), "control" (the
+supervisor of worker processes: health, overrides, reload, GeoIP watch; it serves no queries)
+or "worker" (serves only; generations and health snapshots arrive from the control plane).
+Process wiring lives in control.py and workers.py; this module decides nothing about answers.
 """
 
 from __future__ import annotations
@@ -9,14 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
-import socket
-import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 from ..admin.settings import AdminSettings, parse_admin
+from ..cluster.generation import GenerationSource, read_source, relabel, zones_directory
 from ..errors import ConfigError
 from ..health.snapshot import HealthHolder
 from ..zone import ZoneSet, load_zones
@@ -27,8 +28,10 @@ from .counters import Counters
 from .guards import Protection
 from .responder import Responder
 from .rrl import ResponseRateLimiter, parse_rrl
-from .server import DnsServer, ResponderHolder, install_uvloop, make_socket
-from .settings import DnsSettings, parse_dns, parse_hostport
+from .server import DnsServer, ResponderHolder
+from .settings import DnsSettings, parse_cluster, parse_dns
+
+Role = Literal["single", "control", "worker"]
 
 log = logging.getLogger("gslb.dns")
 
@@ -46,9 +49,16 @@ class NodeOptions:
     geoip_poll_interval: float = 2.0  # seconds between checks of the GeoIP file's mtime
     admin_listen: str | None = None  # overrides admin.listen; "off" disables the admin API
     rrl_overrides: dict[str, Any] = field(default_factory=dict)  # RrlSettings fields from the CLI
-    # The cookie secret when the config sets none: generated once per node (before workers fork)
+    # The cookie secret when the config sets none: generated once per node (before workers start)
     # so every worker, and every reload, validates the cookies the others made.
     cookie_secret: bytes | None = None
+    # Cluster mode: etcd endpoints (empty: files only) and the key prefix of this fleet.
+    etcd: list[str] = field(default_factory=list)
+    etcd_prefix: str = "/gslb/"
+    # This node's own state file (overrides, last known health, last good generation); wins over
+    # health.state_file, which a published generation shares with every node.
+    state_file: str | None = None
+    name: str | None = None  # how /status and /metrics name this node (default dns-1)
 
 
 @dataclass
@@ -61,6 +71,7 @@ class Loaded:
     loaded_at: float
     locator: Any = None  # gslb.geo.locate.Locator, closed when the generation is retired
     admin: AdminSettings = field(default_factory=AdminSettings)
+    source: GenerationSource | None = None
 
     def close(self) -> None:
         if self.locator is not None:
@@ -68,21 +79,43 @@ class Loaded:
 
 
 def load_generation(
-    options: NodeOptions, health: HealthHolder, counters: Counters | None = None
+    options: NodeOptions,
+    health: HealthHolder,
+    source: GenerationSource | None = None,
+    counters: Counters | None = None,
 ) -> Loaded:
-    """Read and validate zones and config; raises ConfigError with every reason found."""
-    zones = load_zones(options.zones_dir)
+    """Read and validate one generation; raises ConfigError with every reason found.
+
+    Without `source` the files named by the options are read. Every path that loads a
+    generation (start, reload, publish, workers, cluster watch) comes through here.
+    """
+    if source is None:
+        source = read_source(options.config_path, options.zones_dir)
+    # Files read from the operator's own directory keep their names in error messages.
+    original = options.zones_dir if source.number == 0 else None
+    with zones_directory(source, original) as directory:
+        try:
+            zones = load_zones(directory)
+        except ConfigError as exc:
+            if directory == original:
+                raise
+            raise relabel(exc, directory, f"generation {source.label}") from None
     config = None
     steering = None
     raw_dns = None
     locator = None
-    if options.config_path:
-        from ..config.validate import load_config
+    if source.config_text is not None:
+        from ..config.validate import load_config_text
         from ..steering.engine import SteeringEngine
 
-        config = load_config(
-            options.config_path, zone_origins=set(zones), geoip_override=options.geoip
+        config = load_config_text(
+            source.config_text,
+            source.config_path or "<config>",
+            zone_origins=set(zones),
+            geoip_override=options.geoip,
         )
+        if options.state_file:
+            config = replace(config, health=replace(config.health, state_file=options.state_file))
         raw_dns = config.extra.get("dns")
         if config.geoip_path:
             from ..geo.locate import Locator
@@ -95,6 +128,7 @@ def load_generation(
     reasons += admin_reasons
     protection, protection_reasons = build_protection(extra, options)
     reasons += protection_reasons
+    reasons += parse_cluster(extra.get("cluster"))[1]
     if reasons:
         if locator is not None:
             locator.close()
@@ -113,14 +147,26 @@ def load_generation(
                 locator.close()
             raise ConfigError(delegated)
     log.info(
-        "loaded %d zone(s) %s and %d service(s)%s",
+        "loaded %d zone(s) %s and %d service(s), generation %s",
         len(zones),
         ", ".join(sorted(zones)),
         len(services),
-        f" from {options.config_path}" if options.config_path else "",
+        source.label,
     )
-    responder = Responder(zoneset, settings, steering, health, protection, counters)
-    return Loaded(responder, settings, config, time.time(), locator, admin)
+    responder = build_responder(zoneset, settings, steering, health, protection, counters)
+    return Loaded(responder, settings, config, time.time(), locator, admin, source)
+
+
+def build_responder(
+    zoneset: ZoneSet,
+    settings: DnsSettings,
+    steering: Any,
+    health: HealthHolder,
+    protection: Protection,
+    counters: Counters | None = None,
+) -> Responder:
+    """The one place a Responder is constructed."""
+    return Responder(zoneset, settings, steering, health, protection, counters)
 
 
 def build_protection(extra: Any, options: NodeOptions) -> tuple[Protection, list[Any]]:
@@ -142,16 +188,24 @@ def build_protection(extra: Any, options: NodeOptions) -> tuple[Protection, list
 
 
 class DnsNode:
-    """One serving process: the server, the current generation, and reload."""
+    """One process's share of a node: the current generation, and (by role) the server, the
+    health monitor and the GeoIP watch."""
 
     def __init__(
-        self, options: NodeOptions, reuse_port: bool = False, health: HealthHolder | None = None
+        self,
+        options: NodeOptions,
+        reuse_port: bool = False,
+        health: HealthHolder | None = None,
+        *,
+        source: GenerationSource | None = None,
+        role: Role = "single",
     ) -> None:
         self.options = options
+        self.role = role
         self.health = health or HealthHolder()
         # One set of counters for every generation: totals survive reloads.
         self.counters = Counters()
-        self.generation = load_generation(options, self.health, self.counters)
+        self.generation = load_generation(options, self.health, source, self.counters)
         self.holder = ResponderHolder(self.generation.responder)
         self.server = DnsServer(self.holder, self.generation.settings, reuse_port=reuse_port)
         self.reloads = 0
@@ -162,21 +216,32 @@ class DnsNode:
         self._geoip_task: asyncio.Task[None] | None = None
         self.worker = os.environ.get("GSLB_WORKER", "0")
         self.on_reload: list[Any] = []  # callbacks (ok, errors) for status and events
+        # Called with each applied generation (the control plane forwards it to its workers).
+        self.on_generation: list[Callable[[GenerationSource], None]] = []
         # The counters carry over reloads; this stays (0, 0) for readers that add it.
         self.retired_cache = (0, 0)
+        # Where the next reload reads from: the files (default), or the cluster's generation.
+        self.reload_source: Callable[[], GenerationSource] | None = None
+
+    @property
+    def source(self) -> GenerationSource:
+        assert self.generation.source is not None
+        return self.generation.source
 
     def answer_counts(self) -> dict[tuple[int, int, str, str], int]:
         return self.holder.current.answer_counts()
 
     async def start(self) -> None:
         config = self.generation.config
-        if config is not None and self.options.health_monitor:
-            from ..health.monitor import HealthMonitor
+        if self.role != "worker":
+            if config is not None and self.options.health_monitor:
+                from ..health.monitor import HealthMonitor
 
-            self.monitor = HealthMonitor(config, self.health)
-            await self.monitor.start()
-        await self.server.start()
-        self._geoip_task = asyncio.create_task(self._watch_geoip())
+                self.monitor = HealthMonitor(config, self.health)
+                await self.monitor.start()
+            self._geoip_task = asyncio.create_task(self._watch_geoip())
+        if self.role != "control":
+            await self.server.start()
 
     async def stop(self) -> None:
         if self._geoip_task is not None:
@@ -208,16 +273,21 @@ class DnsNode:
                 stamp = self._geoip_stamp()
 
     def reload(self) -> bool:
-        """Re-read zones and config; on any error keep serving the previous generation."""
+        """Re-read the generation (files, or the cluster's current one) and apply it."""
         try:
-            generation = load_generation(self.options, self.health, self.counters)
+            source = self.reload_source() if self.reload_source is not None else None
+            if source is None:
+                source = read_source(self.options.config_path, self.options.zones_dir)
         except ConfigError as exc:
-            self.reload_failures += 1
-            self.last_reload_error = str(exc)
-            log.error("reload rejected, still serving the previous configuration:\n%s", exc)
-            for callback in self.on_reload:
-                callback(False, str(exc).splitlines())
-            return False
+            return self._rejected(exc)
+        return self.apply(source)
+
+    def apply(self, source: GenerationSource) -> bool:
+        """Validate and swap in a generation; on any error keep serving the previous one."""
+        try:
+            generation = load_generation(self.options, self.health, source, self.counters)
+        except ConfigError as exc:
+            return self._rejected(exc)
         retired_generation, self.generation = self.generation, generation
         if self.monitor is not None and generation.config is not None:
             self.monitor.reload(generation.config)
@@ -227,131 +297,17 @@ class DnsNode:
         retired_generation.close()
         self.last_reload_error = None
         self.reloads += 1
-        log.info("reload complete")
+        log.info("reload complete: generation %s", source.label)
+        for forward in self.on_generation:
+            forward(source)
         for callback in self.on_reload:
             callback(True, [])
         return True
 
-
-async def start_node_admin(node: DnsNode) -> Any:
-    """The node's admin API, or None when turned off. Worker N listens on the port + N."""
-    settings = node.generation.admin
-    listen = node.options.admin_listen or settings.listen
-    if not listen or listen == "off":
-        return None
-    from ..admin.server import start_admin
-    from ..health.admin import admin_routes
-    from .status import NodeStatus
-
-    host, _, port = listen.rpartition(":")
-    listen = f"{host}:{int(port) + int(node.worker)}"
-    routes = admin_routes(node.monitor) if node.monitor is not None else []
-    status = NodeStatus(node, name=f"dns-{node.worker}")
-    admin = await start_admin(
-        listen, status, token=settings.token, allow=settings.allow_check(), extra_routes=routes
-    )
-    log.info("admin API on http://%s/", listen)
-    return admin
-
-
-async def serve(options: NodeOptions, reuse_port: bool = False) -> int:
-    """Run one node until SIGINT/SIGTERM; SIGHUP reloads."""
-    node = DnsNode(options, reuse_port=reuse_port)
-    await node.start()
-    admin = await start_node_admin(node)
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, node.reload)
-    await stop.wait()
-    log.info("stopping")
-    if admin is not None:
-        await admin.close()
-    await node.stop()
-    return 0
-
-
-def run(options: NodeOptions) -> int:
-    """Entry point for `gslb dns`: one process, or a supervisor with N worker processes."""
-    try:
-        # Validate everything before binding a socket, and learn the worker count.
-        probe = load_generation(options, HealthHolder())
-        probe.close()
-        settings = probe.settings
-        if settings.workers <= 1:
-            return _run_loop(serve(options))
-    except ConfigError as exc:
-        print(f"gslb dns: configuration error:\n{exc}", file=sys.stderr)
-        return 2
-    return _supervise(options, settings)
-
-
-def _run_loop(coro: Any) -> int:
-    factory = install_uvloop()
-    if factory is not None:
-        with asyncio.Runner(loop_factory=factory) as runner:
-            return int(runner.run(coro))
-    return int(asyncio.run(coro))
-
-
-def _supervise(options: NodeOptions, settings: DnsSettings) -> int:
-    """Fork N workers that each bind the same ports with SO_REUSEPORT; restart any that dies."""
-    workers = settings.workers
-    listen = list(settings.listen)
-    # Bind once here so port 0 resolves to one port that every worker then shares.
-    placeholders = []
-    resolved = []
-    for item in listen:
-        host, port = parse_hostport(item)  # type: ignore[misc]
-        sock = make_socket(host, port, socket.SOCK_STREAM, reuse_port=True)
-        placeholders.append(sock)
-        port = sock.getsockname()[1]
-        resolved.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
-    worker_options = replace(options, listen=resolved, workers=1)
-    children: dict[int, int] = {}
-
-    def spawn(index: int) -> None:
-        pid = os.fork()
-        if pid == 0:
-            for sock in placeholders:
-                sock.close()
-            signal.signal(signal.SIGHUP, signal.SIG_DFL)
-            os.environ["GSLB_WORKER"] = str(index)
-            code = _run_loop(serve(worker_options, reuse_port=True))
-            os._exit(code)
-        children[pid] = index
-
-    for index in range(workers):
-        spawn(index)
-    stopping = False
-
-    def forward(signum: int, _frame: Any) -> None:
-        nonlocal stopping
-        if signum in (signal.SIGINT, signal.SIGTERM):
-            stopping = True
-        for pid in children:
-            try:
-                os.kill(pid, signum)
-            except ProcessLookupError:
-                pass
-
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, forward)
-    time.sleep(0.5)
-    for sock in placeholders:
-        sock.close()
-    log.info("supervising %d workers on %s", workers, ", ".join(resolved))
-    while children:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            break
-        except InterruptedError:
-            continue
-        index = children.pop(pid, None)
-        if index is not None and not stopping:
-            log.error("worker %d exited with status %d; restarting it", index, status)
-            time.sleep(0.5)
-            spawn(index)
-    return 0
+    def _rejected(self, exc: ConfigError) -> bool:
+        self.reload_failures += 1
+        self.last_reload_error = str(exc)
+        log.error("reload rejected, still serving the previous configuration:\n%s", exc)
+        for callback in self.on_reload:
+            callback(False, str(exc).splitlines())
+        return False

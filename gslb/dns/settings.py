@@ -129,3 +129,42 @@ def parse_hostport(text: str) -> tuple[str, int] | None:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         return None
     return host, int(port)
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """The `cluster:` section: the etcd cluster this node follows (empty: files only)."""
+
+    etcd: tuple[str, ...] = ()
+    prefix: str = "/gslb/"
+
+
+def parse_cluster(raw: Any) -> tuple[ClusterSettings, list[Reason]]:
+    """`cluster: {etcd: [URL, ...], prefix: /gslb/}`; every problem is returned."""
+    if raw is None:
+        return ClusterSettings(), []
+    if not isinstance(raw, dict):
+        return ClusterSettings(), [Reason(mark_of(raw), "cluster", "must be a mapping")]
+    reasons: list[Reason] = []
+    etcd: tuple[str, ...] = ()
+    prefix = ClusterSettings.prefix
+    for key, value in raw.items():
+        where = mark_of(raw, key)
+        if key == "etcd":
+            items = [value] if isinstance(value, str) else value
+            if (
+                not isinstance(items, list)
+                or not items
+                or not all(isinstance(i, str) and i.strip() for i in items)
+            ):
+                reasons.append(Reason(where, "cluster.etcd", "must be a URL or a list of URLs"))
+            else:
+                etcd = tuple(i.strip() for i in items)
+        elif key == "prefix":
+            if not isinstance(value, str) or not value.startswith("/"):
+                reasons.append(Reason(where, "cluster.prefix", "must be a key prefix like /gslb/"))
+            else:
+                prefix = value if value.endswith("/") else value + "/"
+        else:
+            reasons.append(Reason(where, f"cluster.{key}", "unknown key"))
+    return ClusterSettings(etcd, prefix), reasons

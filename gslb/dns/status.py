@@ -18,18 +18,36 @@ import dns.rcode
 import dns.rdatatype
 
 from .. import __version__
+from ..admin.metrics import DnsCounters, HealthCounters
+from ..cluster.generation import describe
 from ..health.snapshot import HealthSnapshot
 from .node import DnsNode
+from .responder import LATENCY_BOUNDS
 
 ANSWER_WINDOW = 60.0  # seconds of "where recent answers went"
 MAX_EVENTS = 200
 
 
 class NodeStatus:
-    def __init__(self, node: DnsNode, name: str = "dns-1", demo: bool = False) -> None:
+    """`workers`: the node's worker pool when it has one (counters, per-worker view, sync);
+    `cluster`: its etcd follower in cluster mode (status, staleness)."""
+
+    def __init__(
+        self,
+        node: DnsNode,
+        name: str = "dns-1",
+        demo: bool = False,
+        *,
+        workers: Any = None,
+        cluster: Any = None,
+    ) -> None:
         self.node = node
         self.name = name
         self.demo = demo
+        self.workers = workers
+        self.cluster = cluster
+        # Other nodes of the fleet as someone polled them (`gslb run --cluster`): one line each.
+        self.peers: list[dict[str, Any]] = []
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_EVENTS)
         self._subscribers: list[Callable[[dict[str, Any]], None]] = []
         self._previous = node.health.current
@@ -89,10 +107,21 @@ class NodeStatus:
 
     # -- admin API ---------------------------------------------------------------------------
 
-    def reload(self) -> tuple[bool, list[str]]:
+    def reload(self) -> Any:
+        """(ok, errors); with workers, an awaitable that resolves once every worker has the
+        new generation, so a 200 from /v1/reload means every worker answers from it."""
         ok = self.node.reload()
         errors = [] if ok else (self.node.last_reload_error or "").splitlines()
-        return ok, errors
+        if self.workers is None:
+            return ok, errors
+        workers = self.workers
+
+        async def synced() -> tuple[bool, list[str]]:
+            if ok and not await workers.synced():
+                return False, ["not every worker applied the new generation in time"]
+            return ok, errors
+
+        return synced()
 
     def status(self) -> dict[str, Any]:
         node = self.node
@@ -148,8 +177,11 @@ class NodeStatus:
                 "reload_failures": node.reload_failures,
                 "last_reload_error": node.last_reload_error,
                 "started_at": node.started_at,
-                "listen": [f"{host}:{port}" for host, port in node.server.addresses],
+                "listen": self._listen(),
+                "generation": describe(node.source),
+                "workers": self.workers.describe() if self.workers is not None else [],
             },
+            "cluster": self._cluster(),
             "demo": self.demo,
             "zones": zones,
             "services": services,
@@ -160,7 +192,22 @@ class NodeStatus:
             "events": list(self.events)[-50:],
         }
 
+    def _cluster(self) -> dict[str, Any] | None:
+        if self.cluster is None:
+            return None
+        doc: dict[str, Any] = self.cluster.status()
+        me = {"name": self.name, "generation": doc["generation"], "stale": doc["stale"]}
+        doc["nodes"] = [me, *self.peers]
+        return doc
+
+    def _listen(self) -> list[str]:
+        if self.workers is not None:
+            return list(self.workers.listen)
+        return [f"{host}:{port}" for host, port in self.node.server.addresses]
+
     def _config_version(self) -> str:
+        if self.node.generation.source is not None:
+            return self.node.source.digest[:8]
         digest = hashlib.sha256()
         paths = sorted(Path(self.node.options.zones_dir).glob("*.zone"))
         if self.node.options.config_path:
@@ -174,6 +221,12 @@ class NodeStatus:
 
     def answers_by_datacenter(self) -> dict[str, int]:
         totals: dict[str, int] = {}
+        if self.workers is not None:
+            for counters in self.workers.counters():
+                for (_qt, _rc, _service, datacenter), count in counters.queries.items():
+                    if datacenter:
+                        totals[datacenter] = totals.get(datacenter, 0) + count
+            return totals
         for (_qtype, _rcode, _service, datacenter), count in self.node.answer_counts().items():
             if datacenter:
                 totals[datacenter] = totals.get(datacenter, 0) + count
@@ -195,50 +248,13 @@ class NodeStatus:
             "by_datacenter": recent,
         }
 
-    def dns_counters(self) -> Any:
-        from ..admin.server import DnsCounters
+    def dns_counters(self) -> DnsCounters | list[DnsCounters]:
+        if self.workers is not None:
+            counters: list[DnsCounters] = self.workers.counters()
+            return counters  # one per worker, summed by Prometheus
+        return node_counters(self.node)
 
-        responder = self.node.holder.current
-        hits, misses = responder.cache_counts()
-        stats = responder.stats
-        queries = {
-            (
-                dns.rdatatype.to_text(qtype),
-                dns.rcode.to_text(rcode),
-                service,
-                datacenter,
-            ): count
-            for (qtype, rcode, service, datacenter), count in self.node.answer_counts().items()
-        }
-        cumulative = 0
-        buckets = []
-        from .responder import LATENCY_BOUNDS
-
-        for bound, count in zip((*LATENCY_BOUNDS, float("inf")), stats.latency_counts, strict=True):
-            cumulative += count
-            buckets.append((bound, cumulative))
-        return DnsCounters(
-            queries=queries,
-            worker=self.node.worker,
-            cache_hits=hits + self.node.retired_cache[0],
-            cache_misses=misses + self.node.retired_cache[1],
-            latency_buckets=buckets,
-            latency_sum=stats.latency_sum,
-            latency_count=stats.latency_samples,
-            rrl=self._rrl_counts(responder),
-            acl={"refused": stats.acl_refused, "dropped": stats.acl_dropped},
-        )
-
-    @staticmethod
-    def _rrl_counts(responder: Any) -> dict[str, int]:
-        limiter = responder.protection.rrl
-        if limiter is None:
-            return {}
-        return {k: v for k, v in limiter.stats.as_dict().items() if k != "evictions"}
-
-    def health_counters(self) -> Any:
-        from ..admin.server import HealthCounters
-
+    def health_counters(self) -> HealthCounters:
         state: dict[tuple[str, str], str] = {}
         latency: dict[tuple[str, str], tuple[float, int]] = {}
         if self.node.monitor is not None:
@@ -252,3 +268,42 @@ class NodeStatus:
         return HealthCounters(
             transitions=dict(self._transitions), state=state, probe_latency=latency
         )
+
+
+def node_counters(node: DnsNode) -> DnsCounters:
+    """The counters of the process serving `node` (a worker, or a single-process node)."""
+    responder = node.holder.current
+    hits, misses = responder.cache_counts()
+    stats = responder.stats
+    queries = {
+        (
+            dns.rdatatype.to_text(dns.rdatatype.RdataType(qtype)),
+            dns.rcode.to_text(dns.rcode.Rcode(rcode)),
+            service,
+            datacenter,
+        ): count
+        for (qtype, rcode, service, datacenter), count in node.answer_counts().items()
+    }
+    cumulative = 0
+    buckets = []
+    for bound, count in zip((*LATENCY_BOUNDS, float("inf")), stats.latency_counts, strict=True):
+        cumulative += count
+        buckets.append((bound, cumulative))
+    return DnsCounters(
+        queries=queries,
+        worker=node.worker,
+        cache_hits=hits + node.retired_cache[0],
+        cache_misses=misses + node.retired_cache[1],
+        latency_buckets=buckets,
+        latency_sum=stats.latency_sum,
+        latency_count=stats.latency_samples,
+        rrl=_rrl_counts(responder),
+        acl={"refused": stats.acl_refused, "dropped": stats.acl_dropped},
+    )
+
+
+def _rrl_counts(responder: Any) -> dict[str, int]:
+    limiter = responder.protection.rrl
+    if limiter is None:
+        return {}
+    return {k: v for k, v in limiter.stats.as_dict().items() if k != "evictions"}

@@ -1,9 +1,13 @@
 """Admin HTTP routes for health: status and manual overrides. The lead mounts them in the
-DNS admin server (`app.add_routes(admin_routes(monitor))`)."""
+DNS admin server (`app.add_routes(admin_routes(monitor))`).
+
+`setter` stores an override somewhere else first (cluster mode: etcd); `synced` waits until the
+node's workers answer from the new health snapshot, so a 200 means the drain is in force."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -13,7 +17,13 @@ from .monitor import HealthMonitor
 MODES = ("down", "up", "none")
 
 
-def admin_routes(monitor: HealthMonitor) -> list[web.RouteDef]:
+def admin_routes(
+    monitor: HealthMonitor,
+    *,
+    setter: Callable[[str, str, str], Awaitable[None]] | None = None,
+    synced: Callable[[], Awaitable[bool]] | None = None,
+    unavailable: tuple[type[Exception], ...] = (),
+) -> list[web.RouteDef]:
     async def get_health(request: web.Request) -> web.Response:
         return web.json_response(monitor.status(), dumps=_dumps)
 
@@ -33,10 +43,19 @@ def admin_routes(monitor: HealthMonitor) -> list[web.RouteDef]:
             return _error(400, "reason must be a string")
         if mode != "none" and not reason.strip():
             return _error(400, "a reason is required to drain or force up a target")
+        if target not in monitor.config.datacenters:
+            return _error(404, f"unknown target {target!r}")
         try:
-            monitor.set_override(target, mode, reason.strip())
+            if setter is not None:
+                await setter(target, mode, reason.strip())
+            else:
+                monitor.set_override(target, mode, reason.strip())
         except KeyError:
             return _error(404, f"unknown target {target!r}")
+        except unavailable as exc:
+            return _error(503, f"override not stored, nothing changed: {exc}")
+        if synced is not None and not await synced():
+            return _error(504, "override stored, but not every worker applied it in time")
         status = monitor.status()
         return web.json_response(
             {"target": target, "mode": mode, "health": status["targets"].get(target)},

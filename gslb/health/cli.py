@@ -51,6 +51,13 @@ def add_commands(subparsers: Any) -> None:
     mode.add_argument("--clear", dest="mode", action="store_const", const="none")
     o.add_argument("--reason", default="", help="why (required with --down/--up)")
     o.add_argument("--admin", default=DEFAULT_ADMIN, help=f"admin URL (default {DEFAULT_ADMIN})")
+    o.add_argument(
+        "--etcd",
+        metavar="URL[,URL...]",
+        help="cluster mode: store the override in etcd (every node applies it) instead of "
+        "asking one node's admin API",
+    )
+    o.add_argument("--etcd-prefix", default="/gslb/", help="key prefix (default /gslb/)")
     o.set_defaults(func=cmd_override)
 
     s = hs.add_parser("status", help="show aggregated health per target and region")
@@ -146,6 +153,10 @@ def cmd_override(args: argparse.Namespace) -> int:
     if args.mode != "none" and not args.reason.strip():
         print("gslb health override: --reason is required with --down/--up", file=sys.stderr)
         return 2
+    if args.etcd:
+        from ..cluster.cli import override_in_etcd
+
+        return override_in_etcd(args)
     url = f"{args.admin.rstrip('/')}/v1/overrides/{urllib.parse.quote(args.target, safe='')}"
     try:
         status, body = _request(url, {"mode": args.mode, "reason": args.reason})

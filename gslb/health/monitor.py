@@ -32,7 +32,7 @@ from .follower import AgentFollower
 from .scheduler import CheckScheduler
 from .snapshot import HealthHolder, TargetHealth
 from .state import RiseFall, Transition
-from .statefile import load_state, save_state
+from .statefile import StateWriter, load_state, render_state
 
 log = logging.getLogger("gslb.health.monitor")
 
@@ -79,6 +79,7 @@ class HealthMonitor:
         self._tick_task: asyncio.Task[None] | None = None
         self._bg: set[asyncio.Task[None]] = set()
         self._running = False
+        self._writer = StateWriter(self.state_file) if self.state_file else None
         self._load_state()
 
     # ---- state file ---------------------------------------------------------------------
@@ -108,12 +109,14 @@ class HealthMonitor:
             )
 
     def _save(self) -> None:
-        if not self.state_file:
+        # Rendered here (a consistent view), written on the writer's thread: no fsync on the loop.
+        if self._writer is None:
             return
-        try:
-            save_state(self.state_file, self._overrides, self._checks, self.clock.time())
-        except OSError as exc:
-            log.error("cannot write health state file %s: %s", self.state_file, exc)
+        self._writer.submit(render_state(self._overrides, self._checks, self.clock.time()))
+
+    def flush_state(self, timeout: float = 10.0) -> bool:
+        """Wait until the state file holds everything saved so far."""
+        return self._writer.flush(timeout) if self._writer is not None else True
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -147,6 +150,7 @@ class HealthMonitor:
             await self._session.close()
             self._session = None
         self._save()
+        await asyncio.get_running_loop().run_in_executor(None, self.flush_state)
 
     def reload(self, config: Config) -> None:
         """New targets/agents/settings; known states, reports and overrides are kept."""
@@ -333,7 +337,9 @@ class HealthMonitor:
 
     # ---- overrides ----------------------------------------------------------------------
 
-    def set_override(self, target: str, mode: OverrideArg, reason: str) -> None:
+    def set_override(
+        self, target: str, mode: OverrideArg, reason: str, at: float | None = None
+    ) -> None:
         """Drain (down), force up, or back to checks (none); persisted, published at once."""
         if target not in self.config.datacenters:
             raise KeyError(target)
@@ -342,12 +348,30 @@ class HealthMonitor:
             if removed is not None:
                 log.warning("override cleared for %s: %s", target, reason)
         elif mode in ("down", "up"):
-            self._overrides[target] = Override(mode, reason, self.clock.time())
+            when = self.clock.time() if at is None else at
+            self._overrides[target] = Override(mode, reason, when)
             log.warning("override %s for %s: %s", mode, target, reason)
         else:
             raise ValueError(f"mode must be down, up or none, not {mode!r}")
         self._save()
         self._evaluate()
+
+    def replace_overrides(self, overrides: dict[str, Override]) -> None:
+        """The whole override set at once (cluster mode: what etcd holds); no-op if equal."""
+        if overrides == self._overrides:
+            return
+        for target in sorted(set(overrides) | set(self._overrides)):
+            old, new = self._overrides.get(target), overrides.get(target)
+            if old != new:
+                what = f"{new.mode}: {new.reason}" if new is not None else "cleared"
+                log.warning("override for %s from the cluster: %s", target, what)
+        self._overrides = dict(overrides)
+        self._save()
+        self._evaluate()
+
+    @property
+    def overrides(self) -> dict[str, Override]:
+        return dict(self._overrides)
 
     # ---- status -------------------------------------------------------------------------
 

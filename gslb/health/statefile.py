@@ -1,16 +1,19 @@
 """The health state file: manual overrides and last known health, for restarts.
 
 JSON, written atomically (temporary file in the same directory, fsync, rename) so a crash
-mid-write leaves the previous file intact. A file that exists but cannot be read is an
-error, not an empty state: silently forgetting a drain would send traffic to a datacenter
-an operator took out of service.
+mid-write leaves the previous file intact. StateWriter does the writing on its own thread, so
+an fsync never stalls the event loop; the newest content always wins. A file that exists but
+cannot be read is an error, not an empty state: silently forgetting a drain would send traffic
+to a datacenter an operator took out of service.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +23,8 @@ from .aggregate import Override
 from .snapshot import TargetHealth
 
 VERSION = 1
+
+log = logging.getLogger("gslb.health.statefile")
 
 
 class StateFileError(GslbError):
@@ -75,6 +80,14 @@ def save_state(
     last_known: Mapping[str, TargetHealth],
     saved_at: float,
 ) -> None:
+    write_atomic(path, render_state(overrides, last_known, saved_at))
+
+
+def render_state(
+    overrides: Mapping[str, Override],
+    last_known: Mapping[str, TargetHealth],
+    saved_at: float,
+) -> str:
     data = {
         "version": VERSION,
         "saved_at": saved_at,
@@ -88,7 +101,7 @@ def save_state(
             if h.state != "unknown"
         },
     }
-    write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
 def write_atomic(path: str, text: str) -> None:
@@ -107,3 +120,44 @@ def write_atomic(path: str, text: str) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+class StateWriter:
+    """Writes one file off the caller's thread. submit() never blocks on the disk; while a
+    write is under way only the newest pending text is kept (older ones would be overwritten
+    anyway). flush() waits until everything submitted is on disk."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._cond = threading.Condition()
+        self._pending: str | None = None
+        self._busy = False
+        self.writes = 0
+        self.errors = 0
+
+    def submit(self, text: str) -> None:
+        with self._cond:
+            self._pending = text
+            if self._busy:
+                return
+            self._busy = True
+        threading.Thread(target=self._run, name="gslb-state-writer", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                text, self._pending = self._pending, None
+                if text is None:
+                    self._busy = False
+                    self._cond.notify_all()
+                    return
+            try:
+                write_atomic(self.path, text)
+                self.writes += 1
+            except OSError as exc:
+                self.errors += 1
+                log.error("cannot write state file %s: %s", self.path, exc)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._busy, timeout)

@@ -78,6 +78,7 @@ def _delegated_services(zones_dir: str, services: Any) -> list[Reason]:
 # Sections validated by their owners: (module, function returning (settings, [Reason])).
 SECTION_PARSERS = {
     "dns": ("gslb.dns.settings", "parse_dns"),
+    "cluster": ("gslb.dns.settings", "parse_cluster"),
     "rrl": ("gslb.dns.rrl", "parse_rrl"),
     "cookies": ("gslb.dns.cookies", "parse_cookies"),
     "acl": ("gslb.dns.acl", "parse_acl"),

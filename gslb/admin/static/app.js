@@ -232,8 +232,27 @@ function renderConfig(st) {
   const services = (st.services || []).map((sv) => h("li", {}, h("code", {}, sv.name),
     h("span", { class: "tag" }, sv.policy), h("span", { class: "muted" }, ` ttl ${sv.ttl}s`)));
   const n = st.node || {};
-  $("config").replaceChildren(
+  const gen = n.generation || {};
+  const workers = (n.workers || []).length;
+  const rows = [
     h("div", { class: "kv" }, h("span", { class: "muted" }, "file"), h("code", {}, n.config_path || "?")),
+    h("div", { class: "kv", "data-generation": gen.label || "" }, h("span", { class: "muted" }, "generation"),
+      h("code", {}, gen.label || "?"), workers ? h("span", { class: "muted" }, ` · ${workers} workers`) : null),
+  ];
+  const cl = st.cluster;
+  if (cl) {
+    rows.push(h("div", { class: "kv" }, h("span", { class: "muted" }, "etcd"),
+      h("span", { class: `pill small ${cl.stale ? "down" : "up"}` }, cl.stale ? "stale" : "in sync"),
+      cl.rejected ? h("span", { class: "muted" }, ` · generation ${cl.rejected.number} rejected here`) : null));
+    rows.push(h("h3", {}, `Nodes (${(cl.nodes || []).length})`), h("ul", { class: "plain", id: "nodes" },
+      (cl.nodes || []).map((node) => h("li", { "data-node": node.name || "" },
+        h("code", {}, node.name || "?"),
+        h("span", { class: "muted" }, ` generation ${node.generation?.label || "?"}`),
+        node.error ? h("span", { class: "pill small down" }, "unreachable")
+          : h("span", { class: `pill small ${node.stale ? "down" : "up"}` }, node.stale ? "stale" : "in sync")))));
+  }
+  $("config").replaceChildren(
+    ...rows,
     h("h3", {}, `Services (${services.length})`), h("ul", { class: "plain" }, services),
     h("h3", {}, `Zones (${zones.length})`), h("ul", { class: "plain" }, zones));
 }
@@ -279,7 +298,8 @@ function render(st) {
   panel("dcs", [dcs, st.demo], renderDcs, st);
   panel("matrix", [dcs.map((d) => [d.name, d.regions]), st.regions], renderMatrix, st);
   panel("answers", [st.answers, dcs.map((d) => d.state)], renderAnswers, st);
-  panel("config", [st.zones, st.services, st.node?.config_path], renderConfig, st);
+  panel("config", [st.zones, st.services, st.node?.config_path, st.node?.generation,
+    (st.node?.workers || []).length, st.cluster?.stale, st.cluster?.nodes, st.cluster?.rejected], renderConfig, st);
   panel("events", [st.events, Math.floor(Date.now() / 10000)], renderEvents, st);
 }
 

@@ -1,0 +1,1 @@
+"""Cluster mode: configuration generations and operator overrides kept in etcd."""
