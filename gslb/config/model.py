@@ -7,34 +7,81 @@ DNS server. Extend it by adding fields with defaults; do not rename existing one
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from ..errors import Mark
+from .schema import (
+    At,
+    Bool,
+    Custom,
+    Duration,
+    Enum,
+    Float,
+    Int,
+    Invalid,
+    ListOf,
+    MapOf,
+    Regex,
+    Report,
+    Scalar,
+    Str,
+    setting,
+)
+from .service import Service
 
 CheckType = Literal["http", "https", "tcp"]
 
 
+def _headers(raw: object, at: At, report: Report) -> tuple[tuple[str, str], ...] | Invalid:
+    parsed = MapOf(Scalar()).parse(raw, at, report)
+    return parsed if isinstance(parsed, Invalid) else tuple(parsed.items())
+
+
+def _timeout_below_interval(check: Check, report: Report, at: At, raw: object) -> Check | None:
+    """gdnsd's rule: the timeout defaults to half the interval (at most 2 s), and a timeout
+    that is not below the interval is an error."""
+    if isinstance(raw, dict) and "timeout" not in raw:
+        return replace(check, timeout=min(Check.timeout, check.interval / 2))
+    if check.timeout >= check.interval:
+        report.error(
+            at.child(raw, "timeout"),
+            f"timeout ({check.timeout:g}) must be less than interval ({check.interval:g})",
+        )
+        return None
+    return None
+
+
 @dataclass(frozen=True)
 class Check:
-    """An active health check of one target (a datacenter's entry point or a pool member)."""
+    """An active health check of one target (a datacenter's entry point or a pool member).
 
-    type: CheckType = "http"
-    host: str | None = None  # address to connect to; default: the target's first address
-    port: int | None = None  # default: 80 for http, 443 for https
-    path: str = "/"
-    host_header: str | None = None  # Host header and, for https, SNI
-    verify_tls: bool = False
-    interval: float = 5.0
-    timeout: float = 2.0
-    jitter: float = 0.1  # fraction of interval, spread so checks do not synchronise
-    rise: int = 2  # consecutive successes to become up
-    fall: int = 3  # consecutive failures to become down
-    expect_status: tuple[int, ...] = (200,)
-    body_match: str | None = None  # regular expression the body must match
-    headers: tuple[tuple[str, str], ...] = ()
+    The one health-check model: `gslb dns`, the probe agents and octoDNS healthchecks all use
+    it. The body is matched with `body_match` (a regular expression searched in the first
+    64 KiB); the proxy's older spelling `expect_body` is reported as renamed.
+    """
+
+    type: CheckType = setting("http", Enum("http", "https", "tcp"))
+    # address to connect to; default: the target's first address
+    host: str | None = setting(None, Str())
+    port: int | None = setting(None, Int(1, 65535))  # default: 80 for http, 443 for https
+    path: str = setting("/", Str(pattern=r"^/", hint="must start with '/'"))
+    host_header: str | None = setting(None, Str())  # Host header and, for https, SNI
+    verify_tls: bool = setting(False, Bool())
+    interval: float = setting(5.0, Duration(0.01, 3600))
+    timeout: float = setting(2.0, Duration(0.001, 3600))
+    # fraction of interval, spread so checks do not synchronise
+    jitter: float = setting(0.1, Float(0, 0.99))
+    rise: int = setting(2, Int(1, 100))  # consecutive successes to become up
+    fall: int = setting(3, Int(1, 100))  # consecutive failures to become down
+    expect_status: tuple[int, ...] = setting((200,), ListOf(Int(100, 599), min_len=1))
+    body_match: str | None = setting(None, Regex())  # regular expression the body must match
+    headers: tuple[tuple[str, str], ...] = setting((), Custom(_headers, "a mapping of headers"))
     mark: Mark | None = None
+
+    __renamed__: ClassVar[Mapping[str, str]] = {"expect_body": "body_match"}
+    __checks__: ClassVar[tuple[object, ...]] = (_timeout_below_interval,)
 
 
 @dataclass(frozen=True)
@@ -74,8 +121,8 @@ class Config:
 
     path: str
     datacenters: Mapping[str, Datacenter] = field(default_factory=lambda: MappingProxyType({}))
-    # service FQDN (lowercase, trailing dot) -> Service object from gslb.steering
-    services: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    # service FQDN (lowercase, trailing dot) -> Service
+    services: Mapping[str, Service] = field(default_factory=lambda: MappingProxyType({}))
     health: HealthSettings = field(default_factory=HealthSettings)
     geoip_path: str | None = None
     geoip_cache_size: int = 16384  # bounded LRU of client networks -> Location

@@ -13,18 +13,20 @@ import re
 from collections.abc import Collection
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 from ..errors import ConfigError, Mark, Reason
-from ..steering.service import (
+from .model import Check, Config, Datacenter, HealthSettings, ProbeAgent
+from .schema import At, Invalid, Report, parse_into
+from .service import (
     ORDERING_STEPS,
     POLICY_STEPS,
     Pool,
     PoolValue,
     Rule,
     Service,
+    Status,
 )
-from .model import Check, Config, Datacenter, HealthSettings, ProbeAgent
 from .yaml_loader import MarkedDict, load_yaml_file, load_yaml_text, mark_of
 
 # Top-level sections owned by other parts of gslb: accepted and passed through in Config.extra.
@@ -81,6 +83,7 @@ def load_config(
     path: str,
     zone_origins: Collection[str] | None = None,
     geoip_override: str | None = None,
+    datacenters_required: bool = True,
 ) -> Config:
     """Load and validate a gslb config file; raises ConfigError carrying ALL reasons.
 
@@ -88,7 +91,7 @@ def load_config(
     inside one of them. geoip_override (--geoip) replaces the file's `geoip:` key.
     """
     raw = load_yaml_file(path)
-    return validate_config(raw, path, zone_origins, geoip_override)
+    return validate_config(raw, path, zone_origins, geoip_override, datacenters_required)
 
 
 def load_config_text(
@@ -106,8 +109,11 @@ def validate_config(
     path: str,
     zone_origins: Collection[str] | None = None,
     geoip_override: str | None = None,
+    datacenters_required: bool = True,
 ) -> Config:
+    """datacenters_required False: the datacenters come from elsewhere (an octoDNS config)."""
     v = _Validator(path)
+    v.datacenters_required = datacenters_required
     config = v.config(raw, zone_origins, geoip_override)
     if v.reasons:
         raise ConfigError(sorted(v.reasons, key=_reason_order))
@@ -166,6 +172,7 @@ class _Validator:
         self.path = path
         self.base = Path(path).resolve().parent if not path.startswith("<") else Path.cwd()
         self.reasons: list[Reason] = []
+        self.datacenters_required = True
 
     # -- primitives -----------------------------------------------------------------------------
 
@@ -274,6 +281,14 @@ class _Validator:
         if top is None:
             return Config(path=self.path)
         self.keys(top, TOP_KEYS, "")
+        if _looks_like_octodns_zone(top):
+            self.err(
+                mark_of(top),
+                "",
+                "this looks like an octoDNS zone file (records with `type:`); gslb reads octoDNS"
+                " through its main config: gslb dns --octodns-config <octodns.yaml>",
+            )
+            return Config(path=self.path)
 
         geoip_path: str | None = None
         if geoip_override:
@@ -295,7 +310,8 @@ class _Validator:
         datacenters: dict[str, Datacenter] = {}
         raw_dcs = top.get("datacenters")
         if "datacenters" not in top:
-            self.err(mark_of(top), "datacenters", "required key is missing")
+            if self.datacenters_required:
+                self.err(mark_of(top), "datacenters", "required key is missing")
         elif (dcs := self.mapping(raw_dcs, mark_of(top, "datacenters"), "datacenters")) is not None:
             if not dcs:
                 self.err(mark_of(top, "datacenters"), "datacenters", "must not be empty")
@@ -328,11 +344,12 @@ class _Validator:
                 if fqdn is None:
                     continue
                 if fqdn in services:
+                    first = services[fqdn].mark
                     self.err(
                         mark,
                         path,
                         f"duplicate service name ({fqdn} is already defined"
-                        f" at line {services[fqdn].mark.line if services[fqdn].mark else '?'})",
+                        f" at line {first.line if first else '?'})",
                     )
                     continue
                 svc = self.service(fqdn, body, mark, path, datacenters, dcs_declared(top))
@@ -406,85 +423,10 @@ class _Validator:
         return out
 
     def check(self, body: Any, mark: Mark | None, path: str) -> Check | None:
-        d = self.mapping(body, mark, path)
-        if d is None:
-            return None
-        self.keys(d, CHECK_KEYS, path)
-        defaults = Check()
-        ctype = self.get(d, "type", path, "str", "http", choices=("http", "https", "tcp"))
-        host = self.get(d, "host", path, "str", None)
-        port = self.get(d, "port", path, "int", None, lo=1, hi=65535)
-        cpath = self.get(d, "path", path, "str", defaults.path)
-        if cpath is not None and not cpath.startswith("/"):
-            self.err(mark_of(d, "path"), f"{path}.path", "must start with '/'")
-        host_header = self.get(d, "host_header", path, "str", None)
-        verify = self.get(d, "verify_tls", path, "bool", False)
-        interval = self.get(d, "interval", path, "float", defaults.interval, lo=0.01, hi=3600)
-        timeout = self.get(d, "timeout", path, "float", None, lo=0.001, hi=3600)
-        if timeout is None and interval is not None:
-            timeout = min(defaults.timeout, interval / 2)  # gdnsd: default half the interval
-        elif timeout is not None and interval is not None and timeout >= interval:
-            self.err(
-                mark_of(d, "timeout"),
-                f"{path}.timeout",
-                f"timeout ({timeout:g}) must be less than interval ({interval:g})",
-            )
-        jitter = self.get(d, "jitter", path, "float", defaults.jitter, lo=0, hi=0.99)
-        rise = self.get(d, "rise", path, "int", defaults.rise, lo=1, hi=100)
-        fall = self.get(d, "fall", path, "int", defaults.fall, lo=1, hi=100)
-        expect = self.expect_status(d, path)
-        body_match = self.get(d, "body_match", path, "str", None)
-        if body_match is not None:
-            try:
-                re.compile(body_match)
-            except re.error as exc:
-                self.err(
-                    mark_of(d, "body_match"),
-                    f"{path}.body_match",
-                    f"not a valid regular expression: {exc}",
-                )
-        headers: list[tuple[str, str]] = []
-        if "headers" in d:
-            h = self.mapping(d["headers"], mark_of(d, "headers"), f"{path}.headers")
-            for k, val in (h or {}).items():
-                if not isinstance(val, str | int | float) or isinstance(val, bool):
-                    self.err(mark_of(h, k), f"{path}.headers.{k}", "header value must be a string")
-                    continue
-                headers.append((k, str(val)))
-        return Check(
-            type=ctype or "http",
-            host=host,
-            port=port,
-            path=cpath or "/",
-            host_header=host_header,
-            verify_tls=bool(verify),
-            interval=interval or defaults.interval,
-            timeout=timeout or defaults.timeout,
-            jitter=jitter if jitter is not None else defaults.jitter,
-            rise=rise or defaults.rise,
-            fall=fall or defaults.fall,
-            expect_status=expect,
-            body_match=body_match,
-            headers=tuple(headers),
-            mark=mark,
-        )
-
-    def expect_status(self, d: dict[str, Any], path: str) -> tuple[int, ...]:
-        if "expect_status" not in d:
-            return (200,)
-        value = d["expect_status"]
-        full = f"{path}.expect_status"
-        items = value if isinstance(value, list) else [value]
-        out: list[int] = []
-        for i, item in enumerate(items):
-            mark = mark_of(value, i) if isinstance(value, list) else mark_of(d, "expect_status")
-            if not _is_int(item) or not 100 <= item <= 599:
-                self.err(mark, full, f"status codes are integers 100-599, not {item!r}")
-            else:
-                out.append(item)
-        if isinstance(value, list) and not value:
-            self.err(mark_of(d, "expect_status"), full, "must not be an empty list")
-        return tuple(out) or (200,)
+        report = Report(self.path)
+        check = parse_into(Check, body, At(mark, path, self.base), report)
+        self.reasons.extend(report.reasons)
+        return None if isinstance(check, Invalid) else check
 
     # -- services -------------------------------------------------------------------------------
 
@@ -689,7 +631,7 @@ class _Validator:
         if name not in declared:
             self.err(mark, path, f"undefined datacenter {name!r}")
             return None
-        return PoolValue(name, weight, status, mark)
+        return PoolValue(name, weight, cast(Status, status), mark)
 
     def values(
         self, d: dict[str, Any], key: str, path: str, declared: set[str]
@@ -981,6 +923,19 @@ class _Validator:
             local_region=local or defaults.local_region,
             token=token or None,
         )
+
+
+def _looks_like_octodns_zone(top: dict[str, Any]) -> bool:
+    """Top-level keys that are not gslb's and look like octoDNS records."""
+    unknown = [k for k in top if k not in TOP_KEYS]
+    if not unknown or len(unknown) < len(top):
+        return False
+    for key in unknown:
+        body = top[key]
+        items = body if isinstance(body, list) else [body]
+        if any(isinstance(i, dict) and "type" in i for i in items):
+            return True
+    return False
 
 
 def dcs_declared(top: dict[str, Any]) -> set[str]:
