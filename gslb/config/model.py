@@ -26,6 +26,7 @@ from .schema import (
     Regex,
     Report,
     Scalar,
+    Section,
     Str,
     setting,
 )
@@ -84,6 +85,30 @@ class Check:
     __checks__: ClassVar[tuple[object, ...]] = (_timeout_below_interval,)
 
 
+_FROM_OCTODNS = ("type", "host", "port", "path", "host_header")
+
+
+def _octodns_check(check: Check, report: Report, at: At, raw: object) -> None:
+    for key in _FROM_OCTODNS:
+        if isinstance(raw, dict) and key in raw:
+            report.error(at.child(raw, key), "comes from the record's octodns.healthcheck")
+
+
+@dataclass(frozen=True)
+class OctodnsCheck(Check):
+    """octoDNS healthcheck values (protocol, host, path, port) plus what octoDNS leaves to the
+    provider: interval, timeout, rise, fall, expected status, body, headers."""
+
+    __checks__: ClassVar[tuple[object, ...]] = (_timeout_below_interval, _octodns_check)
+
+
+@dataclass(frozen=True)
+class OctodnsSettings:
+    """The `octodns:` section: gslb-only settings for records read with --octodns-config."""
+
+    check: Check = setting(Check(), Section(OctodnsCheck))
+
+
 @dataclass(frozen=True)
 class Datacenter:
     name: str
@@ -127,3 +152,4 @@ class Config:
     geoip_path: str | None = None
     geoip_cache_size: int = 16384  # bounded LRU of client networks -> Location
     extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    octodns: OctodnsSettings = field(default_factory=OctodnsSettings)

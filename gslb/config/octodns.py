@@ -65,16 +65,20 @@ class OctodnsData:
 def load_octodns(path: str, check_defaults: Check | None = None) -> OctodnsData:
     """Read an octoDNS main config (and its zone YAMLs); raises ConfigError with octoDNS's
     reasons. check_defaults supplies what octoDNS does not say (interval, rise, fall ...)."""
-    logging.getLogger("octodns").setLevel(logging.WARNING)
     notes: list[str] = []
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            zones = _populated_zones(path, notes)
-        except ConfigError:
-            raise
-        except Exception as exc:  # octoDNS's own exception types: its reasons, file, line
-            raise ConfigError(octodns_reasons(exc, path)) from None
+    # octoDNS narrates every step at INFO under its own logger names; gslb says what it loaded.
+    logging.disable(logging.INFO)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                zones = _populated_zones(path, notes)
+            except ConfigError:
+                raise
+            except Exception as exc:  # octoDNS's own exception types: its reasons, file, line
+                raise ConfigError(octodns_reasons(exc, path)) from None
+    finally:
+        logging.disable(logging.NOTSET)
     notes.extend(f"octoDNS: {w.message}" for w in caught)
     builder = _Builder(path, check_defaults or Check(), notes)
     for name, records in sorted(zones.items()):
@@ -250,7 +254,9 @@ class _Builder:
             node = zone.find_node(owner, create=True)
             rdataset = node.find_rdataset(dns.rdataclass.IN, rdtype, create=True)
             for text in rrset.rdatas:
-                rdata = dns.rdata.from_text(dns.rdataclass.IN, rdtype, text, origin=zone.origin)
+                rdata = dns.rdata.from_text(
+                    dns.rdataclass.IN, rdtype, text, origin=zone.origin, relativize=False
+                )
                 rdataset.add(rdata, int(rrset.ttl))
         except (dns.exception.DNSException, ValueError) as exc:
             self.reasons.append(

@@ -16,8 +16,8 @@ from types import MappingProxyType
 from typing import Any, cast
 
 from ..errors import ConfigError, Mark, Reason
-from .model import Check, Config, Datacenter, HealthSettings, ProbeAgent
-from .schema import At, Invalid, Report, parse_into
+from .model import Check, Config, Datacenter, HealthSettings, OctodnsSettings, ProbeAgent
+from .schema import At, Invalid, Report, parse_into, parse_section
 from .service import (
     ORDERING_STEPS,
     POLICY_STEPS,
@@ -31,7 +31,15 @@ from .yaml_loader import MarkedDict, load_yaml_file, load_yaml_text, mark_of
 
 # Top-level sections owned by other parts of gslb: accepted and passed through in Config.extra.
 PASS_THROUGH = ("dns", "rrl", "cookies", "acl", "admin", "proxy")
-TOP_KEYS = ("geoip", "geoip_cache_size", "datacenters", "services", "health", *PASS_THROUGH)
+TOP_KEYS = (
+    "geoip",
+    "geoip_cache_size",
+    "datacenters",
+    "services",
+    "health",
+    "octodns",
+    *PASS_THROUGH,
+)
 DC_KEYS = ("region", "latitude", "longitude", "ipv4", "ipv6", "bias", "check")
 CHECK_KEYS = (
     "type",
@@ -360,6 +368,8 @@ class _Validator:
         if "health" in top:
             health = self.health(top["health"], mark_of(top, "health"))
 
+        octodns, octodns_reasons = parse_section(OctodnsSettings, top.get("octodns"), "octodns")
+        self.reasons.extend(octodns_reasons)
         extra = {k: top[k] for k in PASS_THROUGH if k in top}
         return Config(
             path=self.path,
@@ -369,6 +379,7 @@ class _Validator:
             geoip_path=geoip_path,
             geoip_cache_size=cache_size if cache_size is not None else 16384,
             extra=MappingProxyType(extra),
+            octodns=octodns,
         )
 
     # -- datacenters ----------------------------------------------------------------------------

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..admin.settings import AdminSettings, parse_admin
+from ..config.model import Config
 from ..errors import ConfigError
 from ..health.snapshot import HealthHolder
-from ..zone import ZoneSet, load_zones
+from ..zone import ZoneSet
 from .acl import parse_acl
 from .cookies import CookieJar, generate_secret, parse_cookies
 from .responder import Protection, Responder
@@ -32,8 +33,9 @@ log = logging.getLogger("gslb.dns")
 
 @dataclass
 class NodeOptions:
-    zones_dir: str = "zones"
+    zones_dir: str | None = "zones"
     config_path: str | None = None
+    octodns_path: str | None = None  # an octoDNS main config (--octodns-config)
     listen: list[str] = field(default_factory=list)  # empty: from config, else 127.0.0.1:5300
     geoip: str | None = None
     workers: int | None = None
@@ -54,7 +56,7 @@ class Loaded:
 
     responder: Responder
     settings: DnsSettings
-    config: Any  # gslb.config.model.Config, or None when serving zones only
+    config: Config | None  # None when serving zones only
     loaded_at: float
     locator: Any = None  # gslb.geo.locate.Locator, closed when the generation is retired
     admin: AdminSettings = field(default_factory=AdminSettings)
@@ -66,18 +68,22 @@ class Loaded:
 
 def load_generation(options: NodeOptions, health: HealthHolder) -> Loaded:
     """Read and validate zones and config; raises ConfigError with every reason found."""
-    zones = load_zones(options.zones_dir)
-    config = None
+    from ..config.sources import load_sources
+
+    sources = load_sources(
+        zones_dir=options.zones_dir,
+        config_path=options.config_path,
+        octodns_path=options.octodns_path,
+        geoip_override=options.geoip,
+    )
+    zones = dict(sources.zones)
+    config = sources.config
     steering = None
     raw_dns = None
     locator = None
-    if options.config_path:
-        from ..config.validate import load_config
+    if config is not None:
         from ..steering.engine import SteeringEngine
 
-        config = load_config(
-            options.config_path, zone_origins=set(zones), geoip_override=options.geoip
-        )
         raw_dns = config.extra.get("dns")
         if config.geoip_path:
             from ..geo.locate import Locator
@@ -106,7 +112,7 @@ def load_generation(options: NodeOptions, health: HealthHolder) -> Loaded:
         len(zones),
         ", ".join(sorted(zones)),
         len(services),
-        f" from {options.config_path}" if options.config_path else "",
+        f" from {config.path}" if config is not None else "",
     )
     responder = Responder(zoneset, settings, steering, health, protection)
     return Loaded(responder, settings, config, time.time(), locator, admin)

@@ -162,9 +162,11 @@ class NodeStatus:
 
     def _config_version(self) -> str:
         digest = hashlib.sha256()
-        paths = sorted(Path(self.node.options.zones_dir).glob("*.zone"))
-        if self.node.options.config_path:
-            paths.append(Path(self.node.options.config_path))
+        options = self.node.options
+        paths = sorted(Path(options.zones_dir).glob("*.zone")) if options.zones_dir else []
+        for extra in (options.config_path, options.octodns_path):
+            if extra:
+                paths.append(Path(extra))
         for path in paths:
             try:
                 digest.update(path.read_bytes())
