@@ -234,6 +234,7 @@ def test_static_records_of_octodns_types_answer_with_dig(served: tuple[Dns, Back
 
     assert dig("example.test", "A") == ["192.0.2.10", "192.0.2.11"]
     assert dig("example.test", "AAAA") == ["2001:db8::10"]
+    assert dig("forced.example.test", "AAAA") == ["2001:db8::9"]  # static, beside a dynamic A
     assert dig("example.test", "MX") == ["10 mx1.example.test.", "20 mx2.example.test."]
     assert dig("example.test", "NS") == ["ns1.example.test.", "ns2.example.test."]
     assert dig("example.test", "CAA") == ['0 issue "ca.example.net"']
@@ -295,6 +296,16 @@ def test_gslb_settings_beside_the_octodns_repository(tmp_path: Path):
     assert "example.test." in sources.zones
 
 
+def _record_line() -> int:
+    """The line octoDNS reports for the `test` record: its first key."""
+    lines = (FIXTURE / "config" / "example.test.yaml").read_text().splitlines()
+    start = lines.index("test:")
+    return next(i for i in range(start, len(lines)) if lines[i] == "  dynamic:") + 1
+
+
+RECORD = _record_line()
+
+
 def _broken_repo(tmp_path: Path, old: str, new: str) -> Path:
     repo = _copy_fixture(tmp_path, 8999)
     zone = repo / "config" / "example.test.yaml"
@@ -307,9 +318,9 @@ def _broken_repo(tmp_path: Path, old: str, new: str) -> Path:
 @pytest.mark.parametrize(
     ("old", "new", "line", "text"),
     [
-        ("      pool: eu\n", "      pool: europe\n", 106, 'rule 2 undefined pool "europe"'),
-        ("          weight: 3\n", "          weight: 300\n", 106, "invalid weight"),
-        ("      - AF\n      - EU\n", "      - XX\n      - EU\n", 106, "unknown continent code"),
+        ("      pool: eu\n", "      pool: europe\n", RECORD, 'rule 2 undefined pool "europe"'),
+        ("          weight: 3\n", "          weight: 300\n", RECORD, "invalid weight"),
+        ("      - AF\n      - EU\n", "      - XX\n      - EU\n", RECORD, "unknown continent code"),
         ("_sip._tcp:\n", "zz:\n", 6, "keys out of order"),
     ],
 )
