@@ -71,7 +71,7 @@ def test_every_reason_at_once_with_file_line_column():
         "s.yaml:6:3: s.wrokers: unknown key (expected one of: listen, window, buffer, mode,"
         " workers, allow); did you mean workers?",
         "s.yaml:7:3: s.expect_body: renamed: write body_match instead",
-        "s.yaml:8:11: s.allow[0]: not a network: '10.0.0.1/8' (10.0.0.1/8 has host bits set)",
+        "s.yaml:8:11: s.allow: not a network: '10.0.0.1/8' (10.0.0.1/8 has host bits set)",
     ]
 
 

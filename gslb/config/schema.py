@@ -135,6 +135,9 @@ class Kind(Generic[T]):
     """Turns one raw YAML value into a typed value, or reports why it cannot."""
 
     description = "a value"
+    # In a list, problems with a scalar item are reported under the list's key (at the item's
+    # line); a mapping item gets its index, so its keys read agents[0].url.
+    indexed = False
 
     def parse(self, raw: object, at: At, report: Report) -> T | Invalid:
         raise NotImplementedError
@@ -248,11 +251,16 @@ class Size(Kind[int]):
 
 
 class Enum(Kind[str]):
-    def __init__(self, *choices: str) -> None:
+    """One of the choices; `fold` accepts any case (and returns the choice as declared)."""
+
+    def __init__(self, *choices: str, fold: bool = False) -> None:
         self.choices = choices
+        self.fold = fold
         self.description = "one of " + ", ".join(choices)
 
     def parse(self, raw: object, at: At, report: Report) -> str | Invalid:
+        if self.fold and isinstance(raw, str) and raw.lower() in self.choices:
+            return raw.lower()
         if not isinstance(raw, str) or raw not in self.choices:
             hint = _did_you_mean(str(raw), self.choices)
             return report.error(at, f"must be one of {', '.join(self.choices)}, not {raw!r}{hint}")
@@ -417,7 +425,10 @@ class ListOf(Kind[tuple[T, ...]]):
         out: list[T] = []
         bad = False
         for i, item in enumerate(raw):
-            child = at.child(raw, i)
+            if self.item.indexed:
+                child = at.child(raw, i)
+            else:
+                child = At(mark_of(raw, i) or at.mark, at.path, at.base, at.name)
             value = self.item.parse(item, child, report)
             if isinstance(value, Invalid):
                 bad = True
@@ -480,6 +491,8 @@ class Custom(Kind[T]):
 
 class Section(Kind[S]):
     """A nested mapping declared by a frozen dataclass (see `setting`)."""
+
+    indexed = True
 
     def __init__(self, cls: type[S], *, name_field: str | None = None) -> None:
         self.cls = cls
