@@ -18,9 +18,11 @@ from .schema import (
     Custom,
     Duration,
     Enum,
+    FilePath,
     Float,
     Int,
     Invalid,
+    IpAddress,
     ListOf,
     MapOf,
     Regex,
@@ -28,9 +30,11 @@ from .schema import (
     Scalar,
     Section,
     Str,
+    required,
     setting,
 )
 from .service import Service
+from .yaml_loader import mark_of
 
 CheckType = Literal["http", "https", "tcp"]
 
@@ -109,35 +113,96 @@ class OctodnsSettings:
     check: Check = setting(Check(), Section(OctodnsCheck))
 
 
+def _datacenter_checks(dc: Datacenter, report: Report, at: At, raw: object) -> Datacenter | None:
+    if isinstance(raw, dict) and "ipv4" not in raw and "ipv6" not in raw:
+        report.error(at, "a datacenter needs at least one of ipv4, ipv6")
+    return replace(dc, region=dc.name) if not dc.region else None
+
+
 @dataclass(frozen=True)
 class Datacenter:
-    name: str
-    region: str
-    latitude: float
-    longitude: float
-    ipv4: tuple[str, ...] = ()
-    ipv6: tuple[str, ...] = ()
-    bias: float = 0.0  # Route 53 style: -99..99, grows (+) or shrinks (-) the catchment area
-    check: Check | None = None
+    name: str  # the mapping key
+    region: str = setting("", Str())  # default: the name
+    latitude: float = required(Float(-90, 90), placeholder=0.0)
+    longitude: float = required(Float(-180, 180), placeholder=0.0)
+    ipv4: tuple[str, ...] = setting((), ListOf(IpAddress(4), min_len=1, unique=True))
+    ipv6: tuple[str, ...] = setting((), ListOf(IpAddress(6), min_len=1, unique=True))
+    # Route 53 style: -99..99, grows (+) or shrinks (-) the catchment area
+    bias: float = setting(0.0, Float(-99, 99))
+    check: Check | None = setting(None, Section(Check))
     mark: Mark | None = None
+
+    __checks__: ClassVar[tuple[object, ...]] = (_datacenter_checks,)
+
+
+def _agent_url(agent: ProbeAgent, report: Report, at: At, raw: object) -> ProbeAgent:
+    return replace(agent, url=agent.url.rstrip("/"))
+
+
+_URL_HINT = "must be an http:// or https:// URL"
 
 
 @dataclass(frozen=True)
 class ProbeAgent:
-    region: str
-    url: str  # base URL of `gslb probe`, e.g. http://127.0.0.1:8101
+    region: str = required(Str())
+    # base URL of `gslb probe`, e.g. http://127.0.0.1:8101
+    url: str = required(
+        Str(pattern=r"^https?://[^/\s]+", hint="must be an http:// or https:// URL")
+    )
     mark: Mark | None = None
+
+    __checks__: ClassVar[tuple[object, ...]] = (_agent_url,)
+
+
+def _quorum(raw: object, at: At, report: Report) -> str | float | Invalid:
+    if isinstance(raw, str) and raw in ("majority", "all", "any"):
+        return raw
+    if isinstance(raw, int | float) and not isinstance(raw, bool) and 0 < raw <= 1:
+        return float(raw)
+    return report.error(at, f"must be majority, all, any or a fraction 0 < q <= 1, not {raw!r}")
+
+
+def _unique_regions(
+    health: HealthSettings, report: Report, at: At, raw: object
+) -> HealthSettings | None:
+    """One agent per region: a second one is reported and left out."""
+    items = raw.get("agents") if isinstance(raw, dict) else None
+    if not isinstance(items, list):
+        return None
+    seen: set[str] = set()
+    dropped: set[int] = set()
+    for i, item in enumerate(items):
+        region = item.get("region") if isinstance(item, dict) else None
+        if not isinstance(region, str):
+            continue
+        if region in seen:
+            where = At(mark_of(item, "region"), f"{at.path}.agents[{i}].region", at.base)
+            report.error(where, f"duplicate agent region {region!r}")
+            dropped.add(i)
+        seen.add(region)
+    if not dropped:
+        return None
+    kept: list[ProbeAgent] = []
+    for agent in health.agents:
+        if agent.region not in {a.region for a in kept}:
+            kept.append(agent)
+    return replace(health, agents=tuple(kept))
 
 
 @dataclass(frozen=True)
 class HealthSettings:
-    agents: tuple[ProbeAgent, ...] = ()
+    agents: tuple[ProbeAgent, ...] = setting((), ListOf(Section(ProbeAgent)))
     # "majority", "all", "any", or a fraction 0 < q <= 1 ("more than q of fresh reports")
-    quorum: str | float = "majority"
-    stale_after: float = 10.0
-    state_file: str | None = None  # overrides and last known health (warm start)
-    local_region: str = "local"  # region name used when gslb dns runs the checks itself
-    token: str | None = None  # bearer token the probe agents require and the DNS nodes send
+    quorum: str | float = setting("majority", Custom(_quorum, "majority, all, any or q"))
+    stale_after: float = setting(10.0, Duration(0.01, 86400))
+    # overrides and last known health (warm start); relative to the config file
+    state_file: str | None = setting(None, FilePath())
+    # region name used when gslb dns runs the checks itself
+    local_region: str = setting("local", Str())
+    # bearer token the probe agents require and the DNS nodes send
+    token: str | None = setting(None, Str())
+
+    __checks__: ClassVar[tuple[object, ...]] = (_unique_regions,)
 
 
 @dataclass(frozen=True)

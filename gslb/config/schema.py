@@ -511,9 +511,10 @@ def setting(default: T, kind: Kind[Any], *, key: str | None = None) -> T:
     return dataclasses.field(default=default, metadata={_KIND: (kind, key, False)})
 
 
-def required(kind: Kind[T], *, key: str | None = None) -> T:
-    """A dataclass field that must be given."""
-    return cast(T, dataclasses.field(metadata={_KIND: (kind, key, True)}))
+def required(kind: Kind[T], *, key: str | None = None, placeholder: Any = dataclasses.MISSING) -> T:
+    """A dataclass field the YAML must give. `placeholder` is only the Python default (so a
+    required field may follow defaulted ones in the class); the key is still required."""
+    return cast(T, dataclasses.field(default=placeholder, metadata={_KIND: (kind, key, True)}))
 
 
 def derived(default: T) -> T:

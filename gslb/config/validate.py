@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Any, cast
 
 from ..errors import ConfigError, Mark, Reason
-from .model import Check, Config, Datacenter, HealthSettings, OctodnsSettings, ProbeAgent
+from .model import Check, Config, Datacenter, HealthSettings, OctodnsSettings
 from .schema import At, Invalid, Report, parse_into, parse_section
 from .service import (
     ORDERING_STEPS,
@@ -40,23 +40,6 @@ TOP_KEYS = (
     "octodns",
     *PASS_THROUGH,
 )
-DC_KEYS = ("region", "latitude", "longitude", "ipv4", "ipv6", "bias", "check")
-CHECK_KEYS = (
-    "type",
-    "host",
-    "port",
-    "path",
-    "host_header",
-    "verify_tls",
-    "interval",
-    "timeout",
-    "jitter",
-    "rise",
-    "fall",
-    "expect_status",
-    "body_match",
-    "headers",
-)
 SERVICE_KEYS = (
     "types",
     "ttl",
@@ -75,8 +58,6 @@ VALUE_KEYS = ("value", "weight", "status")
 POOL_KEYS = ("values", "fallback")
 RULE_KEYS = ("pool", "geos", "subnets")
 STICKY_KEYS = ("ipv4_prefix", "ipv6_prefix")
-HEALTH_KEYS = ("agents", "quorum", "stale_after", "state_file", "local_region", "token")
-AGENT_KEYS = ("region", "url")
 ON_ALL_DOWN = ("fail_open", "fallback", "nodata", "servfail")
 CONTINENTS = ("AF", "AN", "AS", "EU", "NA", "OC", "SA")
 
@@ -385,53 +366,11 @@ class _Validator:
     # -- datacenters ----------------------------------------------------------------------------
 
     def datacenter(self, name: str, body: Any, mark: Mark | None, path: str) -> Datacenter | None:
-        d = self.mapping(body, mark, path)
-        if d is None:
-            return None
-        self.keys(d, DC_KEYS, path)
-        region = self.get(d, "region", path, "str", default=name)
-        lat = self.get(d, "latitude", path, "float", lo=-90, hi=90)
-        lon = self.get(d, "longitude", path, "float", lo=-180, hi=180)
-        bias = self.get(d, "bias", path, "float", 0.0, lo=-99, hi=99)
-        ipv4 = self.addresses(d, "ipv4", path, 4)
-        ipv6 = self.addresses(d, "ipv6", path, 6)
-        if "ipv4" not in d and "ipv6" not in d:
-            self.err(mark_of(d), path, "a datacenter needs at least one of ipv4, ipv6")
-        check = None
-        if "check" in d:
-            check = self.check(d["check"], mark_of(d, "check"), f"{path}.check")
-        if lat is None or lon is None:
-            return None
-        return Datacenter(
-            name=name,
-            region=region or name,
-            latitude=lat,
-            longitude=lon,
-            ipv4=tuple(ipv4),
-            ipv6=tuple(ipv6),
-            bias=bias if bias is not None else 0.0,
-            check=check,
-            mark=mark,
-        )
-
-    def addresses(self, d: dict[str, Any], key: str, path: str, version: int) -> list[str]:
-        out: list[str] = []
-        for text, mark in self.str_list(d, key, path):
-            try:
-                ip = ipaddress.ip_address(text.strip())
-            except ValueError:
-                self.err(mark, f"{path}.{key}", f"not an IP address: {text!r}")
-                continue
-            if ip.version != version:
-                self.err(mark, f"{path}.{key}", f"{text} is not an IPv{version} address")
-                continue
-            if str(ip) in out:
-                self.err(mark, f"{path}.{key}", f"duplicate address {ip}")
-                continue
-            out.append(str(ip))
-        if key in d and not out and isinstance(d[key], list) and not d[key]:
-            self.err(mark_of(d, key), f"{path}.{key}", "must not be an empty list")
-        return out
+        report = Report(self.path)
+        at = At(mark, path, self.base, name)
+        dc = parse_into(Datacenter, body, at, report, name_field="name")
+        self.reasons.extend(report.reasons)
+        return None if isinstance(dc, Invalid) else dc
 
     def check(self, body: Any, mark: Mark | None, path: str) -> Check | None:
         report = Report(self.path)
@@ -868,72 +807,10 @@ class _Validator:
     # -- health ---------------------------------------------------------------------------------
 
     def health(self, body: Any, mark: Mark | None) -> HealthSettings:
-        d = self.mapping(body, mark, "health")
-        if d is None:
-            return HealthSettings()
-        self.keys(d, HEALTH_KEYS, "health")
-        defaults = HealthSettings()
-        agents: list[ProbeAgent] = []
-        if "agents" in d:
-            raw = d["agents"]
-            if not isinstance(raw, list):
-                self.err(
-                    mark_of(d, "agents"), "health.agents", f"must be a list, not {_type_name(raw)}"
-                )
-                raw = []
-            regions: set[str] = set()
-            for i, item in enumerate(raw):
-                apath = f"health.agents[{i}]"
-                ad = self.mapping(item, mark_of(raw, i), apath)
-                if ad is None:
-                    continue
-                self.keys(ad, AGENT_KEYS, apath)
-                region = self.get(ad, "region", apath, "str")
-                url = self.get(ad, "url", apath, "str")
-                if url is not None and not re.match(r"^https?://[^/\s]+", url):
-                    self.err(
-                        mark_of(ad, "url"),
-                        f"{apath}.url",
-                        f"must be an http:// or https:// URL, not {url!r}",
-                    )
-                    url = None
-                if region is not None and region in regions:
-                    self.err(
-                        mark_of(ad, "region"),
-                        f"{apath}.region",
-                        f"duplicate agent region {region!r}",
-                    )
-                    continue
-                if region is not None and url is not None:
-                    regions.add(region)
-                    agents.append(ProbeAgent(region, url.rstrip("/"), mark_of(raw, i)))
-        quorum: str | float = defaults.quorum
-        if "quorum" in d:
-            q = d["quorum"]
-            if isinstance(q, str) and q in ("majority", "all", "any"):
-                quorum = q
-            elif _is_num(q) and 0 < q <= 1:
-                quorum = float(q)
-            else:
-                self.err(
-                    mark_of(d, "quorum"),
-                    "health.quorum",
-                    f"must be majority, all, any or a fraction 0 < q <= 1, not {q!r}",
-                )
-        stale = self.get(
-            d, "stale_after", "health", "float", defaults.stale_after, lo=0.01, hi=86400
-        )
-        state_file = self.get(d, "state_file", "health", "str", None)
-        local = self.get(d, "local_region", "health", "str", defaults.local_region)
-        token = self.get(d, "token", "health", "str", None)
-        return HealthSettings(
-            agents=tuple(agents),
-            quorum=quorum,
-            stale_after=stale if stale is not None else defaults.stale_after,
-            state_file=self.resolve(state_file) if state_file else None,
-            local_region=local or defaults.local_region,
-            token=token or None,
-        )
+        report = Report(self.path)
+        health = parse_into(HealthSettings, body, At(mark, "health", self.base), report)
+        self.reasons.extend(report.reasons)
+        return HealthSettings() if isinstance(health, Invalid) else health
 
 
 def _looks_like_octodns_zone(top: dict[str, Any]) -> bool:
