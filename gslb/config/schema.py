@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast, overload
 
 from ..errors import ConfigError, Mark, Reason
 from .yaml_loader import mark_of
@@ -40,7 +40,8 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _KIND = "gslb.schema.kind"
 _RENAMED = "__renamed__"  # class attribute: {old key: new key}
-_CHECKS = "__checks__"  # class attribute: cross-field checks, (value, Report, At) -> None
+_CHECKS = "__checks__"  # class attribute: cross-field checks, (value, Report, At, raw) -> ...
+_ALL_OR_NOTHING = "__all_or_nothing__"  # class attribute: any problem inside -> INVALID
 
 
 class Invalid:
@@ -508,13 +509,29 @@ class Section(Kind[S]):
 
 def setting(default: T, kind: Kind[Any], *, key: str | None = None) -> T:
     """A dataclass field read from the YAML key of the same name (or `key`)."""
-    return dataclasses.field(default=default, metadata={_KIND: (kind, key, False)})
+    metadata = {_KIND: (kind, key, False)}
+    try:
+        hash(default)
+    except TypeError:  # an immutable mapping view: dataclasses wants a factory
+        return dataclasses.field(default_factory=lambda: default, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
-def required(kind: Kind[T], *, key: str | None = None, placeholder: Any = dataclasses.MISSING) -> T:
+@overload
+def required(kind: Kind[T], *, key: str | None = None) -> T: ...
+
+
+@overload
+def required(kind: Kind[Any], *, key: str | None = None, placeholder: T) -> T: ...
+
+
+def required(
+    kind: Kind[Any], *, key: str | None = None, placeholder: Any = dataclasses.MISSING
+) -> Any:
     """A dataclass field the YAML must give. `placeholder` is only the Python default (so a
-    required field may follow defaulted ones in the class); the key is still required."""
-    return cast(T, dataclasses.field(default=placeholder, metadata={_KIND: (kind, key, True)}))
+    required field may follow defaulted ones in the class, and cross-field checks can run when
+    the key is missing); the key is still required."""
+    return dataclasses.field(default=placeholder, metadata={_KIND: (kind, key, True)})
 
 
 def derived(default: T) -> T:
@@ -550,6 +567,7 @@ def parse_into(
         raw = {}
     if not isinstance(raw, dict):
         return report.error(at, f"must be a mapping, not {type_name(raw)}")
+    before = len(report.reasons)
     specs: dict[str, tuple[str, Kind[Any], bool]] = {}
     for f in dataclasses.fields(cast(Any, cls)):
         spec = f.metadata.get(_KIND)
@@ -567,7 +585,8 @@ def parse_into(
             hint = _did_you_mean(key, list(specs))
             report.error(where, f"unknown key (expected one of: {', '.join(specs)}){hint}")
     values: dict[str, Any] = {}
-    bad = False
+    bad = False  # a required key is missing or wrong: the value is INVALID in the end
+    placeholders = _placeholders(cls)
     for key, (fname, kind, is_required) in specs.items():
         if key not in raw:
             if is_required:
@@ -579,16 +598,22 @@ def parse_into(
             bad = bad or is_required
             continue
         values[fname] = value
+    if bad and not all(
+        fname in values or fname in placeholders
+        for fname, _, is_required in specs.values()
+        if is_required
+    ):
+        return INVALID  # cannot even build it to run the checks
     if name_field is not None:
         values[name_field] = at.name
     if "mark" in {f.name for f in dataclasses.fields(cast(Any, cls))}:
         values["mark"] = at.mark
-    if bad:
-        return INVALID
     try:
         result = cls(**values)
     except TypeError as exc:  # a required derived field: the declaration is wrong
         raise AssertionError(f"{cls.__name__}: {exc}") from None
+    # Cross-field checks run even when a required key was missing (with its placeholder), so
+    # one pass reports everything.
     checks: Sequence[Callable[[Any, Report, At, Any], Any]] = getattr(cls, _CHECKS, ())
     for check in checks:
         fixed = check(result, report, at, raw)
@@ -596,7 +621,17 @@ def parse_into(
             return INVALID
         if fixed is not None:
             result = fixed
+    if bad or (getattr(cls, _ALL_OR_NOTHING, False) and len(report.reasons) > before):
+        return INVALID
     return result
+
+
+def _placeholders(cls: type[object]) -> set[str]:
+    return {
+        f.name
+        for f in dataclasses.fields(cast(Any, cls))
+        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+    }
 
 
 def _has_required(cls: type[object]) -> bool:
