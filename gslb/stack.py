@@ -68,7 +68,8 @@ class Stack:
                 listen=[options.dns_listen],
             )
         )
-        config: Config = node.generation.config
+        config = node.generation.config
+        assert config is not None  # the stack always runs with its config file
         self._check_ports_free(config)
         self.node = node
         for index, (name, dc) in enumerate(config.datacenters.items()):

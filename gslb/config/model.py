@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from ..errors import Mark
 from .schema import (
@@ -216,5 +216,6 @@ class Config:
     health: HealthSettings = field(default_factory=HealthSettings)
     geoip_path: str | None = None
     geoip_cache_size: int = 16384  # bounded LRU of client networks -> Location
-    extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    # Sections parsed by their owners (dns, rrl, cookies, acl, admin, proxy): still-marked YAML.
+    extra: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
     octodns: OctodnsSettings = field(default_factory=OctodnsSettings)

@@ -349,9 +349,9 @@ def _supervise(options: NodeOptions, settings: DnsSettings) -> int:
             break
         except InterruptedError:
             continue
-        index = children.pop(pid, None)
-        if index is not None and not stopping:
-            log.error("worker %d exited with status %d; restarting it", index, status)
+        died = children.pop(pid, None)
+        if died is not None and not stopping:
+            log.error("worker %d exited with status %d; restarting it", died, status)
             time.sleep(0.5)
-            spawn(index)
+            spawn(died)
     return 0

@@ -205,8 +205,8 @@ class NodeStatus:
         stats = responder.stats
         queries = {
             (
-                dns.rdatatype.to_text(qtype),
-                dns.rcode.to_text(rcode),
+                dns.rdatatype.to_text(dns.rdatatype.RdataType.make(qtype)),
+                dns.rcode.to_text(dns.rcode.Rcode.make(rcode)),
                 service,
                 datacenter,
             ): count
