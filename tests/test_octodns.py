@@ -4,6 +4,7 @@ loopback backends, real queries (dnspython and dig) against octoDNS's documented
 from __future__ import annotations
 
 import http.server
+import json
 import shutil
 import subprocess
 import sys
@@ -304,6 +305,31 @@ def _record_line() -> int:
 
 
 RECORD = _record_line()
+
+
+def test_probe_agents_and_explain_see_the_octodns_values(tmp_path: Path):
+    from gslb.health.checks import targets_from_config
+
+    repo = _copy_fixture(tmp_path, 8999)
+    octodns = str(repo / "config" / "octodns.yaml")
+    sources = load_sources(zones_dir=None, octodns_path=octodns)
+    assert sources.config is not None
+    targets = targets_from_config(sources.config)  # what `gslb probe --octodns-config` checks
+    assert set(targets) == PROBED
+    assert {t.address for t in targets.values()} == PROBED
+    args = ["--octodns-config", octodns, "--config", str(repo / "gslb.yaml")]
+    explain = subprocess.run(
+        [GSLB, "explain", "test.example.test", *args, "--client", "127.3.0.1"]
+        + ["--subnet", "127.3.0.0/24", "--down", "127.0.0.1", "--down", "127.0.0.2", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert explain.returncode == 0, explain.stdout + explain.stderr
+    report = json.loads(explain.stdout)
+    assert set(report["answers"]) <= NA  # apac down -> its fallback na
+    steps = " ".join(step["detail"] for step in report["steps"])
+    assert "pool apac" in steps and "pool na" in steps
 
 
 def _broken_repo(tmp_path: Path, old: str, new: str) -> Path:
