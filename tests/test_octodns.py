@@ -378,3 +378,51 @@ def test_an_octodns_zone_file_given_as_gslb_config_says_what_to_do(tmp_path: Pat
     assert result.returncode == 1
     assert "looks like an octoDNS zone file" in result.stdout
     assert "--octodns-config" in result.stdout
+
+
+def test_targets_and_plugin_sources_are_never_built(tmp_path: Path):
+    """An octoDNS repository pushing to PowerDNS, with a plugin source: neither package is
+    installed and the target's secret is not set, yet gslb serves the YAML zones."""
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT / "tests" / "config" / "octodns-targets", repo)
+    config = str(repo / "config" / "octodns.yaml")
+    check = subprocess.run(
+        [GSLB, "check", "--octodns-config", config], capture_output=True, text=True, timeout=60
+    )
+    assert check.returncode == 0, check.stdout
+    assert "powerdns (octodns_powerdns.PowerDnsProvider) is not a YAML provider" in check.stdout
+    assert "source no-mail is not a YAML provider: skipped" in check.stdout
+    (port,) = free_ports(1)
+    log = (tmp_path / "dns.log").open("w")
+    process = subprocess.Popen(
+        [GSLB, "dns", "--octodns-config", config, "--listen", f"127.0.0.1:{port}"]
+        + ["--admin", "off"],
+        cwd=repo,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    server = Dns(port)
+    try:
+        end = time.monotonic() + 30
+        answer: list[str] = []
+        while time.monotonic() < end and not answer:
+            try:
+                answer = server.answer("www.shop.test")
+            except (OSError, dns.exception.Timeout):
+                time.sleep(0.1)
+            assert process.poll() is None, (tmp_path / "dns.log").read_text()
+        assert answer == ["192.0.2.42", "192.0.2.43"]
+        assert server.answer("www.shop.test", rdtype="AAAA") == ["2001:db8::44"]
+        assert server.answer("anything.shop.test") == ["192.0.2.45"]
+        assert server.answer("shop.test", rdtype="TXT") == ['"proof-of-ownership=1234"']
+        dig = subprocess.run(
+            ["dig", "@127.0.0.1", "-p", str(port), "+short", "pointer.shop.test", "CNAME"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert dig.stdout.strip() == "look.over-here.example."
+    finally:
+        process.terminate()
+        process.wait(10)
+        log.close()

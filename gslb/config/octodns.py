@@ -129,19 +129,18 @@ def _context_mark(context: object) -> Mark | None:
 
 def _populated_zones(path: str, notes: list[str]) -> dict[str, list[Any]]:
     """zone name -> octoDNS records, read exactly as `octodns-validate` reads them."""
-    from octodns.manager import Manager
     from octodns.provider.yaml import YamlProvider
 
     if not Path(path).is_file():
         raise ConfigError(Reason(Mark(path, 0), "", "octoDNS config not found"))
-    manager = Manager(path)
+    manager = _serving_manager()(path)
     for provider_id, provider in manager.providers.items():
         if isinstance(provider, YamlProvider):
             provider.directory = _yaml_directory(provider.directory, path)
-        else:
+        elif isinstance(provider, _Unread):
             notes.append(
-                f"octoDNS provider {provider_id} ({type(provider).__name__}) is not a YAML"
-                " provider: gslb does not read it"
+                f"octoDNS provider {provider_id} ({provider.class_name}) is not a YAML provider:"
+                " gslb neither builds nor contacts it"
             )
     manager.validate_configs()  # octodns-validate's checks, every zone (raises on the first)
     zones: dict[str, Any] = {}
@@ -178,7 +177,58 @@ def _populated_zones(path: str, notes: list[str]) -> dict[str, list[Any]]:
             for record in zones[target].records:
                 zone.add_record(record.copy(zone=zone), lenient=True)
             zones[name] = zone
+    if not zones:
+        raise ConfigError(
+            Reason(Mark(path, 0), "zones", "no zone has a YAML provider among its sources")
+        )
     return {name: sorted(z.records, key=lambda r: (r.fqdn, r._type)) for name, z in zones.items()}
+
+
+class _Unread:
+    """Stands in for a provider gslb does not read (a target, a remote or plugin source): it is
+    never built, so neither its package nor its secrets are needed to serve the zones."""
+
+    SUPPORTS: frozenset[str] = frozenset()
+
+    def __init__(self, provider_id: str, class_name: str) -> None:
+        self.id = provider_id
+        self.class_name = class_name
+
+    def list_zones(self) -> list[str]:
+        return []
+
+    def populate(self, zone: object, target: bool = False, lenient: bool = False) -> bool:
+        return False
+
+
+def _serving_manager() -> Any:
+    """octoDNS's Manager, building only its YAML providers; everything else about the config
+    (zones, processors, validation of every record) is octoDNS's own."""
+    from importlib import import_module
+
+    from octodns.manager import Manager
+    from octodns.provider.yaml import YamlProvider
+
+    def is_yaml(class_name: object) -> bool:
+        if not isinstance(class_name, str) or "." not in class_name:
+            return False
+        module_name, _, attr = class_name.rpartition(".")
+        try:
+            cls = getattr(import_module(module_name), attr, None)
+        except Exception:  # a plugin that is not installed, or fails to import
+            return False
+        return isinstance(cls, type) and issubclass(cls, YamlProvider)
+
+    class ServingManager(Manager):  # type: ignore[misc]
+        def _config_providers(self, providers_config: Any) -> Any:
+            read = {n: c for n, c in providers_config.items() if is_yaml(c.get("class"))}
+            providers = super()._config_providers(read)
+            for name, config in providers_config.items():
+                if name not in read:
+                    providers[name] = _Unread(name, str(config.get("class")))
+            return providers
+
+    return ServingManager
 
 
 def _yaml_directory(directory: str, config_path: str) -> str:
