@@ -295,6 +295,13 @@ def test_gslb_settings_beside_the_octodns_repository(tmp_path: Path):
     assert check.port == 8999 and check.host_header == "test.example.test"
     assert sources.config.geoip_path is not None
     assert "example.test." in sources.zones
+    # Without gslb's file, --geoip alone gives the geo rules their database.
+    octodns_only = load_sources(
+        zones_dir=None,
+        octodns_path=str(repo / "config" / "octodns.yaml"),
+        geoip_override=str(ROOT / "geodata" / "gslb-test-city.mmdb"),
+    )
+    assert octodns_only.config is not None and octodns_only.config.geoip_path is not None
 
 
 def _record_line() -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from types import MappingProxyType
 
 import dns.zone
@@ -74,12 +75,17 @@ def load_sources(
             )
         except ConfigError as exc:
             reasons.extend(exc.reasons)
+    geoip_path: str | None = None
+    if config is None and geoip_override is not None:  # --geoip without gslb's own file
+        geoip_path = str(Path(geoip_override).expanduser().resolve())
+        if not Path(geoip_path).is_file():
+            reasons.append(Reason(None, "--geoip", f"GeoIP database not found: {geoip_path}"))
     if reasons:
         raise ConfigError(reasons)
     if octo is None:
         notes = tuple(config_warnings(config)) if config is not None else ()
         return Sources(MappingProxyType(zones), config, notes)
-    config = _merge(config, octo)
+    config = _merge(config, octo, geoip_path)
     targets = frozenset(octo.datacenters)
     notes = (
         *octo.warnings,
@@ -88,13 +94,14 @@ def load_sources(
     return Sources(MappingProxyType(zones), config, notes, targets)
 
 
-def _merge(config: Config | None, octo: OctodnsData) -> Config:
+def _merge(config: Config | None, octo: OctodnsData, geoip_path: str | None) -> Config:
     """gslb's own settings (health, protections, geoip ...) over octoDNS's records."""
     if config is None:
         return Config(
             path=octo.path,
             datacenters=octo.datacenters,
             services=octo.services,
+            geoip_path=geoip_path,
         )
     reasons: list[Reason] = []
     datacenters: dict[str, Datacenter] = dict(config.datacenters)
