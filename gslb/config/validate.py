@@ -28,6 +28,7 @@ from .schema import (
     Section,
     parse_into,
     setting,
+    type_name,
 )
 from .service import Service, service_values
 from .yaml_loader import MarkedDict, load_yaml_file, load_yaml_text, mark_of
@@ -182,7 +183,7 @@ def _datacenters(raw: dict[str, object], base: Path, report: Report) -> dict[str
     if "datacenters" not in raw:
         return {}
     if not isinstance(dcs, dict):
-        report.error(at, f"must be a mapping, not {type(dcs).__name__}")
+        report.error(at, f"must be a mapping, not {type_name(dcs)}")
         return {}
     if not dcs:
         report.error(at, "must not be empty")
