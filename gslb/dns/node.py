@@ -240,11 +240,14 @@ async def start_node_admin(node: DnsNode) -> Any:
     if not listen or listen == "off":
         return None
     from ..admin.server import start_admin
+    from ..config.schema import HostPort, parse_hostport
     from ..health.admin import admin_routes
     from .status import NodeStatus
 
-    host, _, port = listen.rpartition(":")
-    listen = f"{host}:{int(port) + int(node.worker)}"
+    address = parse_hostport(listen)
+    if address is None:
+        raise ConfigError(f"admin listen address is not HOST:PORT: {listen!r}")
+    listen = str(HostPort(address.host, address.port + int(node.worker)))
     routes = admin_routes(node.monitor) if node.monitor is not None else []
     status = NodeStatus(node, name=f"dns-{node.worker}")
     admin = await start_admin(

@@ -167,6 +167,8 @@ class NodeStatus:
         for extra in (options.config_path, options.octodns_path):
             if extra:
                 paths.append(Path(extra))
+        if options.octodns_path:  # the zone YAMLs live beside (or below) octoDNS's main config
+            paths.extend(sorted(Path(options.octodns_path).resolve().parent.rglob("*.yaml")))
         for path in paths:
             try:
                 digest.update(path.read_bytes())
