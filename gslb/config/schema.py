@@ -13,6 +13,15 @@ returns a usable value (the default where a field was wrong), so one run of `gsl
 everything. Messages have one shape: "<file>:<line>:<col>: <key>: <what is wrong>". Unknown keys
 get a "did you mean"; keys that were renamed say the new spelling. Adding a section, or a field,
 is a declaration; nothing else has to change.
+
+A section class may also say:
+- `required(kind)`: the key must be given (`placeholder=` lets it follow defaulted fields);
+- a plain dataclass field (no `setting`): not read from YAML, filled by a check or the owner;
+- `__renamed__ = {"old": "new"}`: old spellings get "renamed: write new instead";
+- `__checks__ = (fn, ...)`: cross-field checks, fn(value, report, at, raw) -> new value, None
+  (keep) or INVALID; they run even when a required key was missing, so one pass says it all;
+- `__all_or_nothing__ = True`: any problem inside makes the whole value INVALID (a service
+  must not half-work).
 """
 
 from __future__ import annotations
@@ -532,11 +541,6 @@ def required(
     required field may follow defaulted ones in the class, and cross-field checks can run when
     the key is missing); the key is still required."""
     return dataclasses.field(default=placeholder, metadata={_KIND: (kind, key, True)})
-
-
-def derived(default: T) -> T:
-    """A dataclass field that is not read from YAML (filled by a check or the owner)."""
-    return dataclasses.field(default=default, metadata={})
 
 
 def section_keys(cls: type[object]) -> list[str]:
