@@ -385,6 +385,13 @@ def test_an_octodns_zone_file_given_as_gslb_config_says_what_to_do(tmp_path: Pat
     assert result.returncode == 1
     assert "looks like an octoDNS zone file" in result.stdout
     assert "--octodns-config" in result.stdout
+    main = subprocess.run(
+        [GSLB, "check", "--config", str(FIXTURE / "config" / "octodns.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert main.returncode == 1 and "octoDNS main config" in main.stdout
 
 
 def test_targets_and_plugin_sources_are_never_built(tmp_path: Path):

@@ -133,6 +133,13 @@ def _config(
     if raw is None:
         report.error(At(Mark(path, 1), ""), "config file is empty")
         return Config(path=path)
+    if isinstance(raw, dict) and "providers" in raw and "zones" in raw:
+        report.error(
+            At(mark_of(raw), ""),
+            "this is an octoDNS main config (providers, zones); give it with --octodns-config,"
+            " and gslb's own settings (if any) with --config",
+        )
+        return Config(path=path)
     if isinstance(raw, dict) and _looks_like_octodns_zone(raw):
         report.error(
             At(mark_of(raw), ""),
