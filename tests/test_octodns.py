@@ -440,3 +440,33 @@ def test_targets_and_plugin_sources_are_never_built(tmp_path: Path):
         process.terminate()
         process.wait(10)
         log.close()
+
+
+def test_reload_rereads_octodns_and_keeps_serving_on_a_bad_edit(tmp_path: Path):
+    from gslb.dns.node import NodeOptions
+
+    from .dnshelpers import ServerThread
+
+    repo = _copy_fixture(tmp_path, free_ports(1)[0])
+    zone = repo / "config" / "example.test.yaml"
+    options = NodeOptions(
+        zones_dir=None,
+        octodns_path=str(repo / "config" / "octodns.yaml"),
+        listen=["127.0.0.1:0"],
+        admin_listen="off",
+        health_monitor=False,  # no probes: this test is about loading
+    )
+    server = ServerThread(options).start()
+    try:
+        dns_server = Dns(server.port)
+        assert dns_server.answer("mx1.example.test") == ["192.0.2.25"]
+        good = zone.read_text()
+        zone.write_text(good.replace("      pool: eu\n", "      pool: europe\n", 1))
+        assert server.call(server.node.reload) is False  # octoDNS rejects it: old data stays
+        assert 'undefined pool "europe"' in (server.node.last_reload_error or "")
+        assert dns_server.answer("mx1.example.test") == ["192.0.2.25"]
+        zone.write_text(good.replace("  value: 192.0.2.25\n", "  value: 192.0.2.26\n", 1))
+        assert server.call(server.node.reload) is True
+        assert dns_server.answer("mx1.example.test") == ["192.0.2.26"]
+    finally:
+        server.stop()
