@@ -470,3 +470,16 @@ def test_reload_rereads_octodns_and_keeps_serving_on_a_bad_edit(tmp_path: Path):
         assert dns_server.answer("mx1.example.test") == ["192.0.2.26"]
     finally:
         server.stop()
+
+
+def test_main_config_errors_carry_octodns_reason_file_and_line(tmp_path: Path):
+    repo = _copy_fixture(tmp_path, 8999)
+    main = repo / "config" / "octodns.yaml"
+    main.write_text(
+        main.read_text().replace("    class: octodns.provider.yaml.YamlProvider\n", "", 1)
+    )
+    with pytest.raises(ConfigError) as err:
+        load_sources(zones_dir=None, octodns_path=str(main))
+    (reason,) = err.value.reasons
+    assert "Provider config is missing class" in reason.message
+    assert reason.mark is not None and (reason.mark.file, reason.mark.line) == (str(main), 7)

@@ -48,7 +48,8 @@ DEFAULT_POOL = "values"  # the record's own values: octoDNS's backup/default poo
 # octoDNS types that are not DNS record types: provider features gslb cannot serve.
 NOT_DNS = ("URLFWD",)
 _CONTEXT = re.compile(r"^(?P<file>.*?), line (?P<line>\d+), column (?P<col>\d+)$")
-_AT_CONTEXT = re.compile(r" at (?P<file>[^,]+), line (?P<line>\d+), column (?P<col>\d+)")
+# octoDNS ends many messages with "<, or at> FILE, line N, column M".
+_AT_CONTEXT = re.compile(r"(?:,| at) (?P<file>[^,]+), line (?P<line>\d+), column (?P<col>\d+)")
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,9 @@ def load_octodns(path: str, check_defaults: Check | None = None) -> OctodnsData:
     """Read an octoDNS main config (and its zone YAMLs); raises ConfigError with octoDNS's
     reasons. check_defaults supplies what octoDNS does not say (interval, rise, fall ...)."""
     notes: list[str] = []
-    # octoDNS narrates every step at INFO under its own logger names; gslb says what it loaded.
-    logging.disable(logging.INFO)
+    # octoDNS narrates every step under its own logger names and logs a traceback before it
+    # raises; gslb reports the exception itself (and says what it loaded).
+    logging.disable(logging.CRITICAL)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -111,7 +113,7 @@ def octodns_reasons(exc: BaseException, path: str) -> list[Reason]:
     found = _AT_CONTEXT.search(text)
     if found:
         mark = Mark(found["file"], int(found["line"]), int(found["col"]))
-        return [Reason(mark, "", f"octoDNS: {text[: found.start()]}")]
+        return [Reason(mark, "", f"octoDNS: {text[: found.start()]}{text[found.end() :]}")]
     context = getattr(exc, "context", None)
     mark = _context_mark(context) or Mark(path, 0)
     return [Reason(mark, "", f"octoDNS {type(exc).__name__}: {text}")]
@@ -221,7 +223,12 @@ def _serving_manager() -> Any:
 
     class ServingManager(Manager):  # type: ignore[misc]
         def _config_providers(self, providers_config: Any) -> Any:
-            read = {n: c for n, c in providers_config.items() if is_yaml(c.get("class"))}
+            # Without a class, octoDNS's own error says so.
+            read = {
+                n: c
+                for n, c in providers_config.items()
+                if "class" not in c or is_yaml(c.get("class"))
+            }
             providers = super()._config_providers(read)
             for name, config in providers_config.items():
                 if name not in read:
