@@ -17,9 +17,9 @@ import socket
 import struct
 import time
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import dns.flags
 import dns.message
@@ -29,12 +29,16 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
+from ..config.service import Service
 from ..zone.lookup import Kind, LookupResult, ZoneSet
 from . import wire
 from .acl import AccessList, Action
 from .cookies import CookieJar, CookieStatus
 from .rrl import ResponseClass, ResponseRateLimiter, Verdict
 from .settings import DnsSettings
+
+if TYPE_CHECKING:
+    from ..steering.engine import Decision
 
 log = logging.getLogger("gslb.dns")
 
@@ -52,9 +56,9 @@ CHAOS_ID_NAMES = {b"\x02id\x06server\x00", b"\x08hostname\x04bind\x00"}
 class Steering(Protocol):
     """What the responder needs from gslb.steering (SteeringEngine)."""
 
-    services: Any
+    services: Mapping[str, Service]
 
-    def decide(self, service: Any, address: bytes, prefix: int) -> Any: ...
+    def decide(self, service: Service, address: bytes, prefix: int) -> Decision: ...
 
 
 @dataclass
@@ -120,7 +124,7 @@ class _Negative:
 class _ServicePlan:
     """A name that resolves (perhaps via CNAMEs) to a GSLB service."""
 
-    service: Any
+    service: Service
     lookup: LookupResult
 
 
@@ -563,7 +567,7 @@ class Responder:
         if result.kind in (Kind.NXDOMAIN, Kind.NODATA) and not result.answer and result.zone:
             self.stats.renders += 1
             return self._negative(result.zone, result.kind)
-        if result.kind is Kind.SERVICE and self.steering is not None:
+        if result.kind is Kind.SERVICE and self.steering is not None and result.service:
             service = self.steering.services.get(result.service)
             if service is not None:
                 return _ServicePlan(service, result)
