@@ -13,12 +13,13 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..admin.settings import AdminSettings, parse_admin
 from ..config.model import Config
-from ..errors import ConfigError
+from ..errors import ConfigError, Reason
 from ..health.snapshot import HealthHolder
 from ..zone import ZoneSet
 from .acl import parse_acl
@@ -27,6 +28,9 @@ from .responder import Protection, Responder
 from .rrl import ResponseRateLimiter, parse_rrl
 from .server import DnsServer, ResponderHolder, install_uvloop, make_socket
 from .settings import DnsSettings, parse_dns, parse_hostport
+
+if TYPE_CHECKING:
+    from ..geo.locate import Locator
 
 log = logging.getLogger("gslb.dns")
 
@@ -58,7 +62,7 @@ class Loaded:
     settings: DnsSettings
     config: Config | None  # None when serving zones only
     loaded_at: float
-    locator: Any = None  # gslb.geo.locate.Locator, closed when the generation is retired
+    locator: Locator | None = None  # closed when the generation is retired
     admin: AdminSettings = field(default_factory=AdminSettings)
 
     def close(self) -> None:
@@ -118,7 +122,9 @@ def load_generation(options: NodeOptions, health: HealthHolder) -> Loaded:
     return Loaded(responder, settings, config, time.time(), locator, admin)
 
 
-def build_protection(extra: Any, options: NodeOptions) -> tuple[Protection, list[Any]]:
+def build_protection(
+    extra: Mapping[str, object], options: NodeOptions
+) -> tuple[Protection, list[Reason]]:
     """Access list, rate limiter and cookie jar from the config sections and CLI overrides."""
     acl, reasons = parse_acl(extra.get("acl"))
     rrl_settings, rrl_reasons = parse_rrl(extra.get("rrl"))

@@ -74,10 +74,11 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
+    from ..config.model import Config
     from ..config.sources import load_sources  # another module; loaded only when needed
     from ..errors import GslbError
 
-    def load_config(_path: object = None) -> Any:
+    def load_config(_path: object = None) -> Config:
         """The same targets `gslb dns` checks: gslb's file and/or the octoDNS values."""
         config = load_sources(
             zones_dir=None, config_path=args.config, octodns_path=args.octodns_config
