@@ -17,6 +17,7 @@ from pathlib import Path
 import dns.edns
 import dns.message
 import dns.query
+import dns.rdataclass
 import dns.rdatatype
 import pytest
 
@@ -483,3 +484,26 @@ def test_main_config_errors_carry_octodns_reason_file_and_line(tmp_path: Path):
     (reason,) = err.value.reasons
     assert "Provider config is missing class" in reason.message
     assert reason.mark is not None and (reason.mark.file, reason.mark.line) == (str(main), 7)
+
+
+def test_alias_records_and_alias_zones(tmp_path: Path):
+    """ALIAS is flattened to its target's static addresses; an alias zone serves a copy."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "octodns.yaml").write_text(
+        "providers:\n  config:\n    class: octodns.provider.yaml.YamlProvider\n"
+        "    directory: ./config\n    escaped_semicolons: true\n"
+        "zones:\n  alias.test.:\n    sources: [config]\n  mirror.test.:\n    alias: alias.test.\n"
+    )
+    (tmp_path / "config" / "alias.test.yaml").write_text(
+        "'':\n  - type: ALIAS\n    value: www.alias.test.\n"
+        "www:\n  - type: A\n    value: 192.0.2.7\n  - type: AAAA\n    value: 2001:db8::7\n"
+    )
+    assert _validate(tmp_path).returncode == 0
+    data = load_octodns(str(tmp_path / "config" / "octodns.yaml"))
+    for origin in ("alias.test.", "mirror.test."):
+        zone = data.zones[origin]
+        apex = zone.find_node(origin)
+        a = apex.find_rdataset(dns.rdataclass.IN, dns.rdatatype.A)
+        aaaa = apex.find_rdataset(dns.rdataclass.IN, dns.rdatatype.AAAA)
+        assert [r.to_text() for r in a] == ["192.0.2.7"]
+        assert [r.to_text() for r in aaaa] == ["2001:db8::7"]

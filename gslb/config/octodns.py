@@ -83,6 +83,10 @@ def load_octodns(path: str, check_defaults: Check | None = None) -> OctodnsData:
         logging.disable(logging.NOTSET)
     notes.extend(f"octoDNS: {w.message}" for w in caught)
     builder = _Builder(path, check_defaults or Check(), notes)
+    for records in zones.values():
+        for record in records:
+            if record._type in ("A", "AAAA"):
+                builder.addresses.setdefault(str(record.fqdn).lower(), []).append(record)
     for name, records in sorted(zones.items()):
         builder.zone(name, records)
     if builder.reasons:
@@ -169,7 +173,12 @@ def _populated_zones(path: str, notes: list[str]) -> dict[str, list[Any]]:
         ]
         for processor_name in names:
             processor = manager.processors[processor_name]
-            zone = processor.process_source_zone(zone, sources=yaml_sources, lenient=lenient)
+            try:
+                zone = processor.process_source_zone(zone, sources=yaml_sources, lenient=lenient)
+            except TypeError as exc:  # processors older than octoDNS's `lenient` argument
+                if "lenient" not in str(exc):
+                    raise
+                zone = processor.process_source_zone(zone, sources=yaml_sources)
         zone.validate(lenient=lenient)
         zones[name] = zone
     for name, config in zone_configs.items():
@@ -265,6 +274,8 @@ class _Builder:
         self.services: dict[str, Service] = {}
         self.targets: dict[str, Datacenter] = {}
         self._target_keys: dict[tuple[str, Check | None], str] = {}
+        # A/AAAA records of every served zone by owner name (ALIAS targets)
+        self.addresses: dict[str, list[Any]] = {}
 
     def zone(self, name: str, records: list[Any]) -> None:
         origin = dns.name.from_text(name)
@@ -299,22 +310,22 @@ class _Builder:
                 )
                 self._add_static(zone, record)
         for record in aliases:
-            self._flatten_alias(zone, record, records)
+            self._flatten_alias(zone, record)
         self._ensure_soa_ns(zone, origin)
         self.zones[name.lower()] = zone
 
     def _add_static(self, zone: dns.zone.Zone, record: Any) -> None:
-        rrset = record.to_rrset()
+        ttl, rdatas = _presentation(record)
         try:
             rdtype = dns.rdatatype.from_text(str(record._type))
             owner = dns.name.from_text(str(record.fqdn))
             node = zone.find_node(owner, create=True)
             rdataset = node.find_rdataset(dns.rdataclass.IN, rdtype, create=True)
-            for text in rrset.rdatas:
+            for text in rdatas:
                 rdata = dns.rdata.from_text(
                     dns.rdataclass.IN, rdtype, text, origin=zone.origin, relativize=False
                 )
-                rdataset.add(rdata, int(rrset.ttl))
+                rdataset.add(rdata, ttl)
         except (dns.exception.DNSException, ValueError) as exc:
             self.reasons.append(
                 Reason(
@@ -324,19 +335,16 @@ class _Builder:
                 )
             )
 
-    def _flatten_alias(self, zone: dns.zone.Zone, record: Any, records: list[Any]) -> None:
-        """ALIAS: the target's A/AAAA served at the name, when the target is in this zone."""
+    def _flatten_alias(self, zone: dns.zone.Zone, record: Any) -> None:
+        """ALIAS: the target's static A/AAAA served at the name, when gslb serves the target."""
         target = str(record.value).lower()
-        found = False
-        for other in records:
-            if str(other.fqdn).lower() == target and other._type in ("A", "AAAA"):
-                copy = _Renamed(other, str(record.fqdn), int(record.ttl))
-                self._add_static(zone, copy)
-                found = True
+        found = [r for r in self.addresses.get(target, []) if not getattr(r, "dynamic", None)]
+        for other in found:
+            self._add_static(zone, _Renamed(other, str(record.fqdn), int(record.ttl)))
         if not found:
             self.notes.append(
-                f"{record.fqdn} ALIAS {target}: target outside the zone or without addresses;"
-                " not served"
+                f"{record.fqdn} ALIAS {target}: the target has no static A/AAAA in a served"
+                " zone; not served"
             )
 
     def _ensure_soa_ns(self, zone: dns.zone.Zone, origin: dns.name.Name) -> None:
@@ -470,9 +478,7 @@ class _Renamed:
         self._type = record._type
 
     def to_rrset(self) -> Any:
-        rrset = self._record.to_rrset()
-        rrset.name, rrset.ttl = self.fqdn, self.ttl
-        return rrset
+        return _RenamedRrset(self.ttl, _presentation(self._record)[1])
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._record, name)
@@ -480,6 +486,22 @@ class _Renamed:
 
 def _status(text: str) -> Status:
     return "up" if text == "up" else "down" if text == "down" else "obey"
+
+
+@dataclass(frozen=True)
+class _RenamedRrset:
+    ttl: int
+    rdatas: list[str]
+
+
+def _presentation(record: Any) -> tuple[int, list[str]]:
+    """(TTL, RDATA in presentation format) of a record, as octoDNS renders it."""
+    to_rrset = getattr(record, "to_rrset", None)
+    if to_rrset is not None:
+        rrset = to_rrset()
+        return int(rrset.ttl), [str(text) for text in rrset.rdatas]
+    _, ttl, _, rdatas = record.rrs  # octoDNS before Record.to_rrset
+    return int(ttl), [str(text) for text in rdatas]
 
 
 def _values(record: Any) -> Iterable[Any]:
