@@ -292,7 +292,7 @@ def test_gslb_settings_beside_the_octodns_repository(tmp_path: Path):
     assert sources.config is not None
     check = sources.config.datacenters["127.0.0.5"].check
     assert check is not None
-    assert (check.interval, check.timeout, check.rise, check.fall) == (0.2, 0.1, 1, 1)
+    assert (check.interval, check.timeout, check.rise, check.fall) == (0.5, 0.45, 1, 2)
     assert check.port == 8999 and check.host_header == "test.example.test"
     assert sources.config.geoip_path is not None
     assert "example.test." in sources.zones
