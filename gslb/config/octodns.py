@@ -373,7 +373,7 @@ class _Builder:
         n = 1
         while name in self.targets:
             n += 1
-            name = f"{address}#{n}"
+            name = f"{address}~{n}"  # URL-safe: names appear in admin API paths
         self._target_keys[key] = name
         v6 = ":" in address
         self.targets[name] = Datacenter(
