@@ -237,6 +237,10 @@ def test_static_records_of_octodns_types_answer_with_dig(served: tuple[Dns, Back
     assert dig("example.test", "A") == ["192.0.2.10", "192.0.2.11"]
     assert dig("example.test", "AAAA") == ["2001:db8::10"]
     assert dig("forced.example.test", "AAAA") == ["2001:db8::9"]  # static, beside a dynamic A
+    # A subnet rule beats a geo rule (octoDNS: subnets are more specific than geos).
+    assert server.answer("subnet.example.test", "127.3.5.0/24") == ["127.0.0.10"]  # Tokyo too
+    assert server.answer("subnet.example.test", "127.3.0.0/24") == ["127.0.0.12"]
+    assert server.answer("subnet.example.test", "127.1.0.0/24") == ["127.0.0.11"]
     assert dig("example.test", "MX") == ["10 mx1.example.test.", "20 mx2.example.test."]
     assert dig("example.test", "NS") == ["ns1.example.test.", "ns2.example.test."]
     assert dig("example.test", "CAA") == ['0 issue "ca.example.net"']
