@@ -30,6 +30,7 @@ test: setup system-tools
 lint: setup
 	$(BIN)/ruff check gslb tests bench
 	$(BIN)/ruff format --check gslb tests bench
+	$(BIN)/mypy --strict gslb
 
 bench: setup
 	bash bench/dns_bench.sh

@@ -13,8 +13,15 @@ from .logs import setup_logging
 
 def _add_dns(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser("dns", help="run the authoritative DNS server")
-    parser.add_argument("--zones", default="zones", help="directory of <origin>.zone files")
+    parser.add_argument(
+        "--zones", help="directory of <origin>.zone files (default zones, or none with octoDNS)"
+    )
     parser.add_argument("--config", help="GSLB configuration (YAML)")
+    parser.add_argument(
+        "--octodns-config",
+        metavar="FILE",
+        help="octoDNS main config: serve its YAML-provider zones and dynamic records",
+    )
     parser.add_argument(
         "--listen",
         action="append",
@@ -82,8 +89,9 @@ def _run_dns(args: argparse.Namespace) -> int:
         if (value := getattr(args, key)) is not None
     }
     options = NodeOptions(
-        zones_dir=args.zones,
+        zones_dir=args.zones if args.zones or args.octodns_config else "zones",
         config_path=args.config,
+        octodns_path=args.octodns_config,
         listen=args.listen,
         geoip=args.geoip,
         workers=args.workers,

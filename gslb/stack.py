@@ -93,7 +93,8 @@ class Stack:
             name="dns-1",
         )
         node = DnsNode(node_options)  # validates everything before anything starts
-        config: Config = node.generation.config
+        config = node.generation.config
+        assert config is not None  # the stack always runs with its config file
         self._check_ports_free(config)
         source = None
         if options.cluster:

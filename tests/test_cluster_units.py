@@ -81,7 +81,7 @@ def test_cluster_section() -> None:
     assert [str(r) for r in reasons] == [
         "c.yaml:2:3: cluster.etcd: must be a URL or a list of URLs",
         "c.yaml:3:3: cluster.prefix: must be a key prefix like /gslb/",
-        "c.yaml:4:3: cluster.nope: unknown key",
+        "c.yaml:4:3: cluster.nope: unknown key (expected one of: etcd, prefix)",
     ]
 
 

@@ -61,7 +61,7 @@ CASES: dict[str, list[tuple[int, str, str]]] = {
         (9, "datacenters.dc1.check.path", "must start with '/'"),
         (11, "datacenters.dc1.check.timeout", "must be less than interval"),
         (12, "datacenters.dc1.check.rise", "between 1 and 100"),
-        (14, "datacenters.dc1.check.expect_status", "100-599, not 700"),
+        (14, "datacenters.dc1.check.expect_status", "between 100 and 599, not 700"),
         (15, "datacenters.dc1.check.body_match", "not a valid regular expression"),
     ],
     "bad_values.yaml": [

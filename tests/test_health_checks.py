@@ -169,3 +169,14 @@ async def test_ipv6_literal_url(checker: Checker) -> None:
     # ::1 may be unavailable in some sandboxes; a refused or failed connect is still a result
     r = await checker.check(Check(port=free_port(), timeout=0.5), "::1")
     assert not r.ok and r.error
+
+
+async def test_body_read_is_capped(checker: Checker) -> None:
+    """A big body is never read past BODY_LIMIT: a match beyond it is not seen."""
+    from gslb.health.checks import BODY_LIMIT
+
+    async with Backend(body="x" * (BODY_LIMIT + 10) + "MARKER") as b:
+        r = await checker.check(Check(port=b.port, body_match="MARKER"), "127.0.0.1")
+        assert not r.ok and "body does not match" in r.error
+        r = await checker.check(Check(port=b.port, body_match="^x+$"), "127.0.0.1")
+        assert r.ok, r.error

@@ -7,17 +7,45 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..config.yaml_loader import mark_of
+from ..config.schema import (
+    At,
+    Cidr,
+    Custom,
+    Invalid,
+    ListOf,
+    Report,
+    parse_hostport,
+    parse_section,
+    setting,
+)
 from ..errors import Reason
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+def _listen(raw: object, at: At, report: Report) -> str | None | Invalid:
+    """HOST:PORT, or off (also null or false): no admin API."""
+    if raw is None or raw is False or raw == "off":
+        return None
+    if isinstance(raw, str) and parse_hostport(raw) is not None:
+        return raw
+    return report.error(at, "must be HOST:PORT or off")
+
+
+def _token(raw: object, at: At, report: Report) -> str | Invalid:
+    if not isinstance(raw, str) or len(raw) < 16:
+        return report.error(at, "must be a string of 16+ characters")
+    return raw
+
+
 @dataclass(frozen=True)
 class AdminSettings:
-    listen: str | None = "127.0.0.1:8053"  # None: no admin API
-    token: str | None = None  # bearer token; None: no token (bind to loopback only)
-    allow: tuple[IPNetwork, ...] = ()  # empty: any client that can reach the address
+    # None: no admin API
+    listen: str | None = setting("127.0.0.1:8053", Custom(_listen, "HOST:PORT or off"))
+    # bearer token; None: no token (bind to loopback only)
+    token: str | None = setting(None, Custom(_token, "a token"))
+    # empty: any client that can reach the address
+    allow: tuple[IPNetwork, ...] = setting((), ListOf(Cidr()))
 
     def allow_check(self) -> Callable[[str], bool] | None:
         if not self.allow:
@@ -37,35 +65,5 @@ class AdminSettings:
 
 
 def parse_admin(raw: Any) -> tuple[AdminSettings, list[Reason]]:
-    if raw is None:
-        return AdminSettings(), []
-    if not isinstance(raw, dict):
-        return AdminSettings(), [Reason(mark_of(raw), "admin", "must be a mapping")]
-    reasons: list[Reason] = []
-    listen: str | None = AdminSettings.listen
-    token = None
-    allow: list[IPNetwork] = []
-    for key, value in raw.items():
-        where = mark_of(raw, key)
-        if key == "listen":
-            if value is None or value is False or value == "off":
-                listen = None
-            elif isinstance(value, str) and value.rpartition(":")[2].isdigit():
-                listen = value
-            else:
-                reasons.append(Reason(where, "admin.listen", "must be HOST:PORT or off"))
-        elif key == "token":
-            if not isinstance(value, str) or len(value) < 16:
-                reasons.append(Reason(where, "admin.token", "must be a string of 16+ characters"))
-            else:
-                token = value
-        elif key == "allow":
-            items = value if isinstance(value, list) else [value]
-            for item in items:
-                try:
-                    allow.append(ipaddress.ip_network(str(item), strict=False))
-                except ValueError:
-                    reasons.append(Reason(where, "admin.allow", f"not a network: {item!r}"))
-        else:
-            reasons.append(Reason(where, f"admin.{key}", "unknown key"))
-    return AdminSettings(listen, token, tuple(allow)), reasons
+    """The `admin:` section (or None for the defaults) -> (settings, reasons)."""
+    return parse_section(AdminSettings, raw, "admin")

@@ -96,7 +96,7 @@ def source_from_json(text: str, where: str = "generation") -> GenerationSource:
 
 
 def read_source(
-    config_path: str | None, zones_dir: str, absolute: bool = False
+    config_path: str | None, zones_dir: str | None, absolute: bool = False
 ) -> GenerationSource:
     """Read the config file and every DIR/*.zone once. Missing files are ConfigErrors.
 
@@ -109,9 +109,11 @@ def read_source(
         except (OSError, UnicodeDecodeError) as exc:
             reasons.append(Reason(Mark(config_path, 0), "", f"cannot read: {exc}"))
     zones: list[tuple[str, str]] = []
-    directory = Path(zones_dir)
-    if not directory.is_dir():
-        reasons.append(Reason(Mark(zones_dir, 0), "", "zone directory does not exist"))
+    directory = Path(zones_dir) if zones_dir is not None else None
+    if directory is None:
+        pass  # zones come from elsewhere (an octoDNS config)
+    elif not directory.is_dir():
+        reasons.append(Reason(Mark(str(directory), 0), "", "zone directory does not exist"))
     else:
         for path in sorted(directory.glob("*.zone")):
             try:

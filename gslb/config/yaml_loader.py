@@ -7,7 +7,6 @@ the Mark of every key, so validation errors can say file, line and column.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -76,7 +75,7 @@ _Loader.add_constructor(
 )
 
 
-def load_yaml_text(text: str, filename: str = "<string>") -> Any:
+def load_yaml_text(text: str, filename: str = "<string>") -> object:
     """Parse YAML text; syntax errors become ConfigError with file:line:column."""
     loader = _Loader(text)
     loader.filename = filename
@@ -92,7 +91,7 @@ def load_yaml_text(text: str, filename: str = "<string>") -> Any:
         loader.dispose()
 
 
-def load_yaml_file(path: str | Path) -> Any:
+def load_yaml_file(path: str | Path) -> object:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -101,7 +100,7 @@ def load_yaml_file(path: str | Path) -> Any:
     return load_yaml_text(text, str(path))
 
 
-def mark_of(container: Any, key: str | int | None = None) -> Mark | None:
+def mark_of(container: object, key: str | int | None = None) -> Mark | None:
     """The best known position for container[key] (or the container itself)."""
     if key is not None and isinstance(container, MarkedDict) and isinstance(key, str):
         return container.mark_of(key)

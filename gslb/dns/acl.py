@@ -14,10 +14,11 @@ from __future__ import annotations
 import ipaddress
 from bisect import bisect_right
 from collections.abc import Iterable
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from ..config.yaml_loader import mark_of
+from ..config.schema import Cidr, Enum, ListOf, parse_section, setting
 from ..errors import Reason
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -199,35 +200,13 @@ class AccessList:
 ALLOW_ALL = AccessList()
 
 
-def parse_networks(
-    container: Any, key: str, reasons: list[Reason], label: str | None = None
-) -> list[IPNetwork]:
-    """container[key], a YAML list of CIDR strings (or one string) -> networks.
+@dataclass(frozen=True)
+class AclSection:
+    """The `acl:` mapping as written (declared with the schema framework)."""
 
-    Each bad item adds a Reason (named `label`, default key) pointing at its own line.
-    """
-    label = label or key
-    raw = container.get(key)
-    if raw is None:
-        return []
-    items = [raw] if isinstance(raw, str) else raw
-    if not isinstance(items, list):
-        reasons.append(Reason(mark_of(container, key), label, "must be a list of networks (CIDR)"))
-        return []
-    nets: list[IPNetwork] = []
-    for i, item in enumerate(items):
-        where = mark_of(items, i) if items is raw else mark_of(container, key)
-        if not isinstance(item, str):
-            reasons.append(Reason(where, label, f"network must be a string, got {item!r}"))
-            continue
-        try:
-            nets.append(ipaddress.ip_network(item.strip(), strict=True))
-        except ValueError as exc:
-            reasons.append(Reason(where, label, f"invalid network {item!r}: {exc}"))
-    return nets
-
-
-_ACL_KEYS = {"allow", "deny", "action"}
+    allow: tuple[IPNetwork, ...] = setting((), ListOf(Cidr(strict=True)))
+    deny: tuple[IPNetwork, ...] = setting((), ListOf(Cidr(strict=True)))
+    action: str = setting("refuse", Enum("refuse", "drop", fold=True))
 
 
 def parse_acl(raw: Any, section: str = "acl") -> tuple[AccessList, list[Reason]]:
@@ -236,29 +215,8 @@ def parse_acl(raw: Any, section: str = "acl") -> tuple[AccessList, list[Reason]]
     None (section absent) allows everyone. On errors the returned list still works: it is built
     from the valid parts, but callers should refuse to start when reasons is non-empty.
     """
-    reasons: list[Reason] = []
     if raw is None:
-        return ALLOW_ALL, reasons
-    if not isinstance(raw, dict):
-        reasons.append(Reason(mark_of(raw), section, "must be a mapping"))
-        return ALLOW_ALL, reasons
-    for key in raw:
-        if key not in _ACL_KEYS:
-            reasons.append(
-                Reason(
-                    mark_of(raw, key),
-                    f"{section}.{key}",
-                    f"unknown key; expected one of {sorted(_ACL_KEYS)}",
-                )
-            )
-    allow = parse_networks(raw, "allow", reasons, f"{section}.allow")
-    deny = parse_networks(raw, "deny", reasons, f"{section}.deny")
-    action = Action.REFUSE
-    raw_action = raw.get("action", "refuse")
-    if isinstance(raw_action, str) and raw_action.lower() in ("refuse", "drop"):
-        action = Action.REFUSE if raw_action.lower() == "refuse" else Action.DROP
-    else:
-        reasons.append(
-            Reason(mark_of(raw, "action"), f"{section}.action", "must be 'refuse' or 'drop'")
-        )
-    return AccessList(allow, deny, action), reasons
+        return ALLOW_ALL, []
+    parsed, reasons = parse_section(AclSection, raw, section)
+    action = Action.DROP if parsed.action == "drop" else Action.REFUSE
+    return AccessList(parsed.allow, parsed.deny, action), reasons

@@ -35,14 +35,23 @@ Policy for the query path (the lead's responder implements this; RFC 7873 sectio
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from siphashc import siphash
 
 from ..clock import SYSTEM_CLOCK, Clock
-from ..config.yaml_loader import mark_of
+from ..config.schema import (
+    At,
+    Bool,
+    Custom,
+    Invalid,
+    Optional,
+    Report,
+    parse_section,
+    setting,
+)
 from ..errors import GslbError, Reason
 from .acl import unmap
 
@@ -172,12 +181,43 @@ def generate_secret() -> bytes:
     return secrets.token_bytes(SECRET_LEN)
 
 
+def _secret(raw: object, at: At, report: Report) -> bytes | Invalid:
+    """32 hex digits (16 bytes), the SipHash key of RFC 9018."""
+    try:
+        secret = bytes.fromhex(raw.strip()) if isinstance(raw, str) else None
+    except ValueError:
+        secret = None
+    if secret is None:
+        return report.error(at, "must be 32 hex digits (16 bytes)")
+    if len(secret) != SECRET_LEN:
+        return report.error(at, f"must be 16 bytes (32 hex digits), got {len(secret)}")
+    return secret
+
+
+def _rollover_needs_secret(
+    settings: CookieSettings, report: Report, at: At, raw: object
+) -> CookieSettings | None:
+    if settings.previous_secret is not None and isinstance(raw, dict) and "secret" not in raw:
+        report.error(
+            at.child(raw, "previous_secret"), "needs `secret` too (the new secret of a rollover)"
+        )
+        return replace(settings, previous_secret=None)
+    return None
+
+
+_SECRET = Optional(Custom(_secret, "32 hex digits"))
+
+
 @dataclass(frozen=True)
 class CookieSettings:
-    enabled: bool = True
-    secret: bytes | None = None  # None: generated at start (one node only; see docs)
-    previous_secret: bytes | None = None
-    require_valid: bool = False  # answer UDP queries without a valid server cookie BADCOOKIE
+    enabled: bool = setting(True, Bool())
+    # None: generated at start (one node only; see docs)
+    secret: bytes | None = setting(None, _SECRET)
+    previous_secret: bytes | None = setting(None, _SECRET)
+    # answer UDP queries without a valid server cookie BADCOOKIE
+    require_valid: bool = setting(False, Bool())
+
+    __checks__: ClassVar[tuple[object, ...]] = (_rollover_needs_secret,)
 
     def jar(self, clock: Clock = SYSTEM_CLOCK) -> CookieJar:
         """The CookieJar for these settings (generates a secret when none is configured).
@@ -187,64 +227,6 @@ class CookieSettings:
         return CookieJar(self.secret or generate_secret(), clock, self.previous_secret)
 
 
-_COOKIE_KEYS = {"enabled", "secret", "previous_secret", "require_valid"}
-
-
-def _parse_secret(raw: Any, key: str, reasons: list[Reason]) -> bytes | None:
-    value = raw.get(key)
-    if value is None:
-        return None
-    where = mark_of(raw, key)
-    if not isinstance(value, str):
-        reasons.append(Reason(where, f"cookies.{key}", "must be 32 hex digits (16 bytes)"))
-        return None
-    try:
-        secret = bytes.fromhex(value.strip())
-    except ValueError:
-        reasons.append(Reason(where, f"cookies.{key}", "must be 32 hex digits (16 bytes)"))
-        return None
-    if len(secret) != SECRET_LEN:
-        reasons.append(
-            Reason(where, f"cookies.{key}", f"must be 16 bytes (32 hex digits), got {len(secret)}")
-        )
-        return None
-    return secret
-
-
 def parse_cookies(raw: Any) -> tuple[CookieSettings, list[Reason]]:
     """The `cookies:` section (MarkedDict or None) -> (settings, reasons)."""
-    reasons: list[Reason] = []
-    if raw is None:
-        return CookieSettings(), reasons
-    if not isinstance(raw, dict):
-        reasons.append(Reason(mark_of(raw), "cookies", "must be a mapping"))
-        return CookieSettings(), reasons
-    for key in raw:
-        if key not in _COOKIE_KEYS:
-            reasons.append(
-                Reason(
-                    mark_of(raw, key),
-                    f"cookies.{key}",
-                    f"unknown key; expected one of {sorted(_COOKIE_KEYS)}",
-                )
-            )
-    flags: dict[str, bool] = {}
-    for key, default in (("enabled", True), ("require_valid", False)):
-        value = raw.get(key, default)
-        if not isinstance(value, bool):
-            reasons.append(
-                Reason(mark_of(raw, key), f"cookies.{key}", f"must be true or false, got {value!r}")
-            )
-            value = default
-        flags[key] = value
-    secret = _parse_secret(raw, "secret", reasons)
-    previous = _parse_secret(raw, "previous_secret", reasons)
-    if previous is not None and "secret" not in raw:
-        reasons.append(
-            Reason(
-                mark_of(raw, "previous_secret"),
-                "cookies.previous_secret",
-                "needs `secret` too (the new secret of a rollover)",
-            )
-        )
-    return CookieSettings(flags["enabled"], secret, previous, flags["require_valid"]), reasons
+    return parse_section(CookieSettings, raw, "cookies")

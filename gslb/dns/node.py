@@ -12,15 +12,16 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..admin.settings import AdminSettings, parse_admin
 from ..cluster.generation import GenerationSource, read_source, relabel, zones_directory
-from ..errors import ConfigError
+from ..config.model import Config
+from ..errors import ConfigError, Reason
 from ..health.snapshot import HealthHolder
-from ..zone import ZoneSet, load_zones
+from ..zone import ZoneSet
 from ..zone.checks import services_under_delegations
 from .acl import parse_acl
 from .cookies import CookieJar, generate_secret, parse_cookies
@@ -33,13 +34,17 @@ from .settings import DnsSettings, parse_cluster, parse_dns
 
 Role = Literal["single", "control", "worker"]
 
+if TYPE_CHECKING:
+    from ..geo.locate import Locator
+
 log = logging.getLogger("gslb.dns")
 
 
 @dataclass
 class NodeOptions:
-    zones_dir: str = "zones"
+    zones_dir: str | None = "zones"
     config_path: str | None = None
+    octodns_path: str | None = None  # an octoDNS main config (--octodns-config)
     listen: list[str] = field(default_factory=list)  # empty: from config, else 127.0.0.1:5300
     geoip: str | None = None
     workers: int | None = None
@@ -67,9 +72,9 @@ class Loaded:
 
     responder: Responder
     settings: DnsSettings
-    config: Any  # gslb.config.model.Config, or None when serving zones only
+    config: Config | None  # None when serving zones only
     loaded_at: float
-    locator: Any = None  # gslb.geo.locate.Locator, closed when the generation is retired
+    locator: Locator | None = None  # closed when the generation is retired
     admin: AdminSettings = field(default_factory=AdminSettings)
     source: GenerationSource | None = None
 
@@ -87,33 +92,37 @@ def load_generation(
     """Read and validate one generation; raises ConfigError with every reason found.
 
     Without `source` the files named by the options are read. Every path that loads a
-    generation (start, reload, publish, workers, cluster watch) comes through here.
+    generation (start, reload, publish, workers, cluster watch) comes through here, and reads
+    its inputs through the one way in, `gslb.config.sources.load_sources`.
     """
+    from ..config.sources import load_sources
+
     if source is None:
         source = read_source(options.config_path, options.zones_dir)
     # Files read from the operator's own directory keep their names in error messages.
     original = options.zones_dir if source.number == 0 else None
+    without_zone_files = options.zones_dir is None and source.number == 0
     with zones_directory(source, original) as directory:
         try:
-            zones = load_zones(directory)
+            sources = load_sources(
+                zones_dir=None if without_zone_files else directory,
+                config_path=source.config_path,
+                config_text=source.config_text,
+                octodns_path=options.octodns_path,
+                geoip_override=options.geoip,
+            )
         except ConfigError as exc:
             if directory == original:
                 raise
             raise relabel(exc, directory, f"generation {source.label}") from None
-    config = None
+    zones = dict(sources.zones)
+    config = sources.config
     steering = None
     raw_dns = None
     locator = None
-    if source.config_text is not None:
-        from ..config.validate import load_config_text
+    if config is not None:
         from ..steering.engine import SteeringEngine
 
-        config = load_config_text(
-            source.config_text,
-            source.config_path or "<config>",
-            zone_origins=set(zones),
-            geoip_override=options.geoip,
-        )
         if options.state_file:
             config = replace(config, health=replace(config.health, state_file=options.state_file))
         raw_dns = config.extra.get("dns")
@@ -169,7 +178,9 @@ def build_responder(
     return Responder(zoneset, settings, steering, health, protection, counters)
 
 
-def build_protection(extra: Any, options: NodeOptions) -> tuple[Protection, list[Any]]:
+def build_protection(
+    extra: Mapping[str, object], options: NodeOptions
+) -> tuple[Protection, list[Reason]]:
     """Access list, rate limiter and cookie jar from the config sections and CLI overrides."""
     acl, reasons = parse_acl(extra.get("acl"))
     rrl_settings, rrl_reasons = parse_rrl(extra.get("rrl"))

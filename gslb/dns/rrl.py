@@ -34,14 +34,14 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from enum import IntEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from ..clock import SYSTEM_CLOCK, Clock
-from ..config.yaml_loader import mark_of
+from ..config.schema import At, Bool, Cidr, Int, ListOf, Optional, Report, parse_section, setting
 from ..errors import Reason
-from .acl import V4_MAPPED_PREFIX, IPNetwork, NetworkSet, parse_networks
+from .acl import V4_MAPPED_PREFIX, IPNetwork, NetworkSet
 
 log = logging.getLogger("gslb.dns.rrl")
 
@@ -67,20 +67,33 @@ class Verdict(IntEnum):
     SLIP = 2  # send a truncated response: TC=1, empty answer/authority/additional
 
 
+def _enabled_switch(settings: RrlSettings, report: Report, at: At, raw: object) -> RrlSettings:
+    """`enabled: false` is the same as `rate: 0`."""
+    return settings if settings.switch else replace(settings, rate=0, switch=True)
+
+
+_RATE = Int(0, 1_000_000)
+
+
 @dataclass(frozen=True)
 class RrlSettings:
-    rate: int = DEFAULT_RATE  # responses/s per network, class and name; 0 = RRL off
-    slip: int = DEFAULT_SLIP  # every slip-th limited response is sent truncated; 0 never, 1 all
-    window: int = DEFAULT_WINDOW  # seconds of debt remembered (BIND `window`)
-    ipv4_prefix: int = 24
-    ipv6_prefix: int = 56
-    nxdomain_rate: int | None = None  # None = rate; 0 = this class unlimited
-    referral_rate: int | None = None
-    error_rate: int | None = None
-    nodata_rate: int | None = None
-    exempt: tuple[IPNetwork, ...] = ()
-    log_only: bool = False  # count what would be limited, send everything
-    max_entries: int = DEFAULT_MAX_ENTRIES
+    # responses/s per network, class and name; 0 = RRL off
+    rate: int = setting(DEFAULT_RATE, _RATE)
+    # every slip-th limited response is sent truncated; 0 never, 1 all
+    slip: int = setting(DEFAULT_SLIP, Int(0, 10))  # BIND's range
+    window: int = setting(DEFAULT_WINDOW, Int(1, 3600))  # seconds of debt (BIND `window`)
+    ipv4_prefix: int = setting(24, Int(8, 32))
+    ipv6_prefix: int = setting(56, Int(16, 128))
+    nxdomain_rate: int | None = setting(None, Optional(_RATE))  # None = rate; 0 = unlimited
+    referral_rate: int | None = setting(None, Optional(_RATE))
+    error_rate: int | None = setting(None, Optional(_RATE))
+    nodata_rate: int | None = setting(None, Optional(_RATE))
+    exempt: tuple[IPNetwork, ...] = setting((), ListOf(Cidr(strict=True)))
+    log_only: bool = setting(False, Bool())  # count what would be limited, send everything
+    max_entries: int = setting(DEFAULT_MAX_ENTRIES, Int(1_000, 100_000_000))
+    switch: bool = setting(True, Bool(), key="enabled")  # false: the same as rate 0
+
+    __checks__: ClassVar[tuple[object, ...]] = (_enabled_switch,)
 
     def class_rate(self, rclass: ResponseClass) -> int:
         """Effective rate for one response class (0 = unlimited)."""
@@ -290,21 +303,6 @@ def _name_text(key: bytes) -> str:
 # ---------------------------------------------------------------------------------------------
 # Configuration: the top-level `rrl:` section.
 
-_INT_LIMITS: dict[str, tuple[int, int]] = {
-    "rate": (0, 1_000_000),
-    "slip": (0, 10),  # BIND's range
-    "window": (1, 3600),  # BIND's range
-    "ipv4_prefix": (8, 32),
-    "ipv6_prefix": (16, 128),
-    "nxdomain_rate": (0, 1_000_000),
-    "referral_rate": (0, 1_000_000),
-    "error_rate": (0, 1_000_000),
-    "nodata_rate": (0, 1_000_000),
-    "max_entries": (1_000, 100_000_000),
-}
-_OPTIONAL = {"nxdomain_rate", "referral_rate", "error_rate", "nodata_rate"}
-_KEYS = set(_INT_LIMITS) | {"exempt", "log_only", "enabled"}
-
 
 def parse_rrl(raw: Any) -> tuple[RrlSettings, list[Reason]]:
     """The `rrl:` section (a MarkedDict, or None for defaults) -> (settings, reasons).
@@ -313,41 +311,7 @@ def parse_rrl(raw: Any) -> tuple[RrlSettings, list[Reason]]:
     error_rate, nodata_rate, exempt (list of CIDR), log_only (bool), max_entries,
     enabled (bool; false is the same as rate: 0). Reasons carry file:line:column.
     """
-    reasons: list[Reason] = []
-    if raw is None:
-        return RrlSettings(), reasons
-    if not isinstance(raw, dict):
-        reasons.append(Reason(mark_of(raw), "rrl", "must be a mapping"))
-        return RrlSettings(), reasons
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        where = mark_of(raw, key)
-        if key not in _KEYS:
-            reasons.append(
-                Reason(where, f"rrl.{key}", f"unknown key; expected one of {sorted(_KEYS)}")
-            )
-            continue
-        if key in _INT_LIMITS:
-            if value is None and key in _OPTIONAL:
-                continue
-            lo, hi = _INT_LIMITS[key]
-            if isinstance(value, bool) or not isinstance(value, int):
-                reasons.append(Reason(where, f"rrl.{key}", f"must be an integer, got {value!r}"))
-            elif not lo <= value <= hi:
-                reasons.append(Reason(where, f"rrl.{key}", f"must be in {lo}..{hi}, got {value}"))
-            else:
-                values[key] = value
-        elif key in ("log_only", "enabled"):
-            if not isinstance(value, bool):
-                reasons.append(Reason(where, f"rrl.{key}", f"must be true or false, got {value!r}"))
-            else:
-                values[key] = value
-    exempt = parse_networks(raw, "exempt", reasons, "rrl.exempt")
-    if exempt:
-        values["exempt"] = tuple(exempt)
-    if values.pop("enabled", True) is False:
-        values["rate"] = 0
-    return RrlSettings(**values), reasons
+    return parse_section(RrlSettings, raw, "rrl")
 
 
 __all__ = [

@@ -209,9 +209,13 @@ class NodeStatus:
         if self.node.generation.source is not None:
             return self.node.source.digest[:8]
         digest = hashlib.sha256()
-        paths = sorted(Path(self.node.options.zones_dir).glob("*.zone"))
-        if self.node.options.config_path:
-            paths.append(Path(self.node.options.config_path))
+        options = self.node.options
+        paths = sorted(Path(options.zones_dir).glob("*.zone")) if options.zones_dir else []
+        for extra in (options.config_path, options.octodns_path):
+            if extra:
+                paths.append(Path(extra))
+        if options.octodns_path:  # the zone YAMLs live beside (or below) octoDNS's main config
+            paths.extend(sorted(Path(options.octodns_path).resolve().parent.rglob("*.yaml")))
         for path in paths:
             try:
                 digest.update(path.read_bytes())

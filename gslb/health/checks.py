@@ -19,7 +19,9 @@ from ..clock import SYSTEM_CLOCK, Clock
 from ..config.model import Check, Config, Datacenter
 from .state import CheckResult
 
-BODY_LIMIT = 64 * 1024  # body bytes read for body_match; health pages are small
+# Body bytes read for body_match, at most: health pages are small, and a check must never read
+# a large or endless body. Every health check of gslb (DNS side, probe agents, proxy) uses it.
+BODY_LIMIT = 64 * 1024
 USER_AGENT = "gslb-health/0.1"
 
 
@@ -187,14 +189,15 @@ class Checker:
                 expected = ",".join(str(s) for s in check.expect_status)
                 return False, f"status {resp.status} not in expected [{expected}]", detail
             if check.body_match is not None:
-                body = await _read_limited(resp.content, BODY_LIMIT)
+                body = await read_limited(resp.content, BODY_LIMIT)
                 text = body.decode(resp.charset or "utf-8", errors="replace")
                 if not _pattern(check.body_match).search(text):
                     return False, f"body does not match {check.body_match!r}", detail
         return True, "", detail
 
 
-async def _read_limited(stream: aiohttp.StreamReader, limit: int) -> bytes:
+async def read_limited(stream: aiohttp.StreamReader, limit: int = BODY_LIMIT) -> bytes:
+    """At most `limit` bytes of a body (the rest is never read)."""
     chunks: list[bytes] = []
     size = 0
     while size < limit:

@@ -31,7 +31,8 @@ def add_commands(subparsers: Any) -> None:
         description="Check every datacenter from this region and serve /v1/health "
         "(snapshot) and /v1/health/stream (server-sent events) to DNS nodes.",
     )
-    p.add_argument("--config", required=True, help="gslb configuration file")
+    p.add_argument("--config", help="gslb configuration file")
+    p.add_argument("--octodns-config", metavar="FILE", help="octoDNS main config: probe its values")
     p.add_argument("--region", required=True, help="name of the region this agent probes from")
     p.add_argument("--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT (default {DEFAULT_LISTEN})")
     p.add_argument("--heartbeat", type=float, default=1.0, help="seconds between stream heartbeats")
@@ -71,23 +72,31 @@ def add_commands(subparsers: Any) -> None:
 
 def parse_listen(text: str) -> tuple[str, int]:
     """ "HOST:PORT" or "[V6]:PORT" -> (host, port)."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not host:
+    from ..config.schema import parse_hostport
+
+    parsed = parse_hostport(text)
+    if parsed is None:
         raise ValueError(f"--listen must be HOST:PORT, not {text!r}")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    value = int(port)
-    if not 0 <= value <= 65535:
-        raise ValueError(f"port out of range in {text!r}")
-    return host, value
+    return parsed.host, parsed.port
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from ..config.validate import load_config  # another module; loaded only when needed
+    from ..config.model import Config
+    from ..config.sources import load_sources  # another module; loaded only when needed
     from ..errors import GslbError
+
+    def load_config(_path: object = None) -> Config:
+        """The same targets `gslb dns` checks: gslb's file and/or the octoDNS values."""
+        config = load_sources(
+            zones_dir=None, config_path=args.config, octodns_path=args.octodns_config
+        ).config
+        if config is None:
+            raise GslbError("give --config FILE, --octodns-config FILE or both")
+        return config
 
     try:
         host, port = parse_listen(args.listen)
-        config = load_config(args.config)
+        config = load_config()
     except (ValueError, GslbError) as exc:
         print(f"gslb probe: {exc}", file=sys.stderr)
         return 2

@@ -7,7 +7,6 @@ what they print is what the server would do.
 from __future__ import annotations
 
 import argparse
-import importlib
 import ipaddress
 import json
 import random
@@ -15,7 +14,7 @@ import sys
 from types import MappingProxyType
 from typing import Any, TextIO
 
-from ..errors import ConfigError, Reason
+from ..errors import ConfigError
 
 
 def add_commands(subparsers: Any) -> None:
@@ -25,7 +24,8 @@ def add_commands(subparsers: Any) -> None:
         help="validate the config file (and zones) without serving",
         description="Validate the GSLB config and zone files; exit 1 on any problem.",
     )
-    check.add_argument("--config", required=True, help="gslb YAML config file")
+    check.add_argument("--config", help="gslb YAML config file")
+    check.add_argument("--octodns-config", metavar="FILE", help="octoDNS main config (YAML)")
     check.add_argument("--zones", help="directory of zone files (services must lie inside them)")
     check.add_argument("--geoip", help="GeoIP database (overrides the config's geoip key)")
     check.set_defaults(func=run_check)
@@ -36,7 +36,8 @@ def add_commands(subparsers: Any) -> None:
         description="Run the steering decision for NAME and client, narrating every step.",
     )
     explain.add_argument("name", metavar="NAME", help="GSLB service name, e.g. www.example.test")
-    explain.add_argument("--config", required=True, help="gslb YAML config file")
+    explain.add_argument("--config", help="gslb YAML config file")
+    explain.add_argument("--octodns-config", metavar="FILE", help="octoDNS main config (YAML)")
     explain.add_argument("--zones", help="directory of zone files")
     explain.add_argument("--geoip", help="GeoIP database (overrides the config's geoip key)")
     explain.add_argument("--client", required=True, help="client (or resolver) IP address")
@@ -57,94 +58,15 @@ def _print_reasons(exc: ConfigError, out: TextIO) -> None:
         print(f"error: {reason}", file=out)
 
 
-def _zone_origins(zones_dir: str) -> list[str]:
-    from ..zone.loader import load_zones  # the DNS side owns zone loading
-
-    zones = load_zones(zones_dir)
-    origins = []
-    for origin in zones:
-        text = str(origin).lower()
-        origins.append(text if text.endswith(".") else text + ".")
-    return origins
-
-
-def _delegated_services(zones_dir: str, services: Any) -> list[Reason]:
-    from ..zone import ZoneSet, load_zones
-    from ..zone.checks import services_under_delegations
-
-    return services_under_delegations(ZoneSet(load_zones(zones_dir), list(services)), services)
-
-
-# Sections validated by their owners: (module, function returning (settings, [Reason])).
-SECTION_PARSERS = {
-    "dns": ("gslb.dns.settings", "parse_dns"),
-    "cluster": ("gslb.dns.settings", "parse_cluster"),
-    "rrl": ("gslb.dns.rrl", "parse_rrl"),
-    "cookies": ("gslb.dns.cookies", "parse_cookies"),
-    "acl": ("gslb.dns.acl", "parse_acl"),
-}
-
-
-def _section_reasons(extra: Any) -> list[Reason]:
-    """Ask each owner to validate its pass-through section, so `check` sees everything."""
-    reasons: list[Reason] = []
-    for section, (module_name, func_name) in SECTION_PARSERS.items():
-        if section not in extra:
-            continue
-        try:
-            parse = getattr(importlib.import_module(module_name), func_name)
-        except (ImportError, AttributeError):
-            continue  # that component is not part of this build
-        _, found = parse(extra[section])
-        reasons.extend(found)
-    return reasons
-
-
 def run_check(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    from ..config.validate import config_warnings, load_config
-    from ..geo.locate import Locator
+    from ..check import run_check as check  # the composition of every loader
 
-    out = out or sys.stdout
-    reasons: list[Reason] = []
-    origins: list[str] | None = None
-    if args.zones:
-        try:
-            origins = _zone_origins(args.zones)
-        except ConfigError as exc:
-            reasons.extend(exc.reasons)
-    config = None
-    try:
-        config = load_config(args.config, origins, args.geoip)
-    except ConfigError as exc:
-        reasons.extend(exc.reasons)
-    if config is not None:
-        reasons.extend(_section_reasons(config.extra))
-    if config is not None and args.zones and origins is not None:
-        reasons.extend(_delegated_services(args.zones, config.services))
-    if config is not None and config.geoip_path:
-        try:
-            Locator(config.geoip_path, 1).close()
-        except ConfigError as exc:
-            reasons.extend(exc.reasons)
-    if reasons:
-        for r in reasons:
-            print(f"error: {r}", file=out)
-        print(f"{len(reasons)} problem(s) found", file=out)
-        return 1
-    assert config is not None
-    for warning in config_warnings(config):
-        print(f"warning: {warning}", file=out)
-    zones = f", {len(origins)} zone(s): {', '.join(origins)}" if origins is not None else ""
-    print(
-        f"ok: {args.config}: {len(config.datacenters)} datacenter(s), "
-        f"{len(config.services)} service(s){zones}",
-        file=out,
-    )
-    return 0
+    return check(args, out)
 
 
 def run_explain(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    from ..config.validate import load_config, normalize_name
+    from ..config.sources import load_sources
+    from ..config.validate import normalize_name
     from ..geo.locate import Locator
     from ..health.snapshot import HealthHolder, HealthSnapshot, TargetHealth
     from .engine import SteeringEngine
@@ -152,8 +74,15 @@ def run_explain(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
     out = out or sys.stdout
     try:
-        origins = _zone_origins(args.zones) if args.zones else None
-        config = load_config(args.config, origins, args.geoip)
+        config = load_sources(
+            zones_dir=args.zones,
+            config_path=args.config,
+            octodns_path=args.octodns_config,
+            geoip_override=args.geoip,
+        ).config
+        if config is None:
+            print("error: give --config FILE, --octodns-config FILE or both", file=out)
+            return 2
         locator = Locator(config.geoip_path, 1024) if config.geoip_path else None
     except ConfigError as exc:
         _print_reasons(exc, out)

@@ -155,7 +155,14 @@ class ZoneSet:
             self._refer(zone, referral, result)
             return
         service = self.services.get(qname.canonicalize())
-        if service is not None and qtype in (A, AAAA, ANY) and zone.rrset(qname, CNAME) is None:
+        # A service steers its own family; a static RRset of the asked type at the same name
+        # (an octoDNS dynamic A beside a plain AAAA) is served as written.
+        if (
+            service is not None
+            and qtype in (A, AAAA, ANY)
+            and zone.rrset(qname, CNAME) is None
+            and zone.rrset(qname, qtype) is None
+        ):
             result.kind = Kind.SERVICE
             result.service = service
             return
