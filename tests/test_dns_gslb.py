@@ -88,10 +88,14 @@ def test_nearest_datacenter_with_ecs_scope(
         assert ecs.scopelen == 16  # the test database maps these /16s; never above the source
 
 
-def test_scope_never_exceeds_source_prefix(gslb_server: tuple[ServerThread, HealthHolder]) -> None:
+def test_scope_longer_than_source_when_the_source_spans_answers(
+    gslb_server: tuple[ServerThread, HealthHolder],
+) -> None:
+    # 127.0.0.0/8 holds every test city: the answer is good for 127.0.0.0/16 only, so the
+    # scope is longer than the source and the resolver asks again (RFC 7871 section 7.2.1).
     server, _ = gslb_server
-    response = ask(server, "127.2.0.0/8")
-    assert ecs_of(response).scopelen <= 8
+    ecs = ecs_of(ask(server, "127.2.0.0/8"))
+    assert (ecs.srclen, ecs.scopelen) == (8, 16)
 
 
 def test_source_prefix_zero_ignores_location(

@@ -48,7 +48,9 @@ class ClientSubnet:
 
     def option(self, scope_prefix: int) -> bytes:
         """The option to echo in the response with the given scope (RFC 7871 section 7.2.1)."""
-        scope = min(scope_prefix, self.source_prefix)
+        # The scope may be longer than the source: the answer depends on more bits than the
+        # client sent, and the resolver should ask again with more (RFC 7871 section 7.2.1).
+        scope = min(scope_prefix, 32 if self.family == 1 else 128)
         data = struct.pack("!HBB", self.family, self.source_prefix, scope) + self.raw_address
         return OPTION.pack(OPTION_ECS, len(data)) + data
 

@@ -27,7 +27,7 @@ from .aggregate import (
     apply_overrides,
     describe_quorum,
 )
-from .checks import Checker, targets_from_config
+from .checks import Checker, targets_from_config, unchecked_targets
 from .follower import AgentFollower
 from .scheduler import CheckScheduler
 from .snapshot import HealthHolder, TargetHealth
@@ -268,7 +268,7 @@ class HealthMonitor:
         """Re-aggregate; publish a new snapshot if anything changed. Returns True if published."""
         hs = self.config.health
         checked = set(targets_from_config(self.config))
-        unchecked = set(self.config.datacenters) - checked
+        unchecked = unchecked_targets(self.config)
         wall = self.clock.time()
         checks = aggregate_checks(
             self._reports,

@@ -33,7 +33,9 @@ class Decision:
     ipv4: tuple[str, ...]  # addresses in answer order (already limited by count)
     ipv6: tuple[str, ...]
     ttl: int
-    scope_prefix: int  # ECS scope: <= source prefix; 0 when the answer is client-independent
+    # ECS scope: the client bits the answer depends on; 0 when it is client-independent, and
+    # longer than the source prefix when the source network spans several answers.
+    scope_prefix: int
     key: Hashable  # same key => same A/AAAA records
     # False when this answer was drawn at random for this query (weighted policy): the same
     # client may get a different answer next time, so it must not be cached per client.
@@ -286,7 +288,7 @@ class SteeringEngine:
         # 2. everything down: the service's explicit choice
         if selected is None:
             mode = svc.on_all_down
-            scope = min(depends, prefix)
+            scope = depends
             if mode == "nodata" or mode == "servfail":
                 if trace is not None:
                     _t(trace, "on_all_down", f"all candidates down -> {mode.upper()}")
@@ -333,7 +335,7 @@ class SteeringEngine:
                     weights = ", ".join(f"{c.name}={c.weight}" for c in selected)
                     if trace is not None:
                         _t(trace, "weighted", f"random pick by weight: {weights}", selected)
-                return _Weighted(selected, svc, min(depends, prefix))
+                return _Weighted(selected, svc, depends)
             if trace is not None:
                 _t(trace, "weighted", "single candidate", selected)
         elif ordering == "geolocation":
@@ -344,7 +346,7 @@ class SteeringEngine:
         used, v4, v6 = P.take_count(ordered, svc.count, svc.types)
         if trace is not None:
             _t(trace, "count", f"up to {svc.count} per family: {', '.join(v4 + v6) or 'none'}")
-        return make_decision("answer", used, v4, v6, svc.ttl, min(depends, prefix))
+        return make_decision("answer", used, v4, v6, svc.ttl, depends)
 
     # -- explain ----------------------------------------------------------------------------------
 

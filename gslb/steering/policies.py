@@ -145,7 +145,8 @@ def subnet_scope(rules: Sequence[Rule], address: int, version: int, prefix: int)
     """The prefix length a subnet-rule decision depends on.
 
     Inside a matching rule network: that network's length. For every other rule network, the
-    scope must be long enough that the client's scope network does not overlap it.
+    scope must be long enough that the client's scope network does not overlap it, which may
+    be longer than the source prefix (RFC 7871 section 7.2.1).
     """
     bits = 32 if version == 4 else 128
     need = 0
@@ -159,7 +160,7 @@ def subnet_scope(rules: Sequence[Rule], address: int, version: int, prefix: int)
                 common = bits - (address ^ int(net.network_address)).bit_length()
                 if common < net.prefixlen:
                     need = max(need, common + 1)
-    return min(need, prefix)
+    return need
 
 
 # -- ordering ---------------------------------------------------------------------------------
