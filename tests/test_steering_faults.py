@@ -104,7 +104,7 @@ def test_scope_longer_than_a_source_covering_two_answers(france: ServerThread) -
     assert again <= source
 
 
-def _explain(config: Path, zones: Path) -> dict[str, object]:
+def _explain(config: Path, zones: Path, *extra: str) -> dict[str, object]:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         rc = main(
@@ -118,6 +118,7 @@ def _explain(config: Path, zones: Path) -> dict[str, object]:
                 "--client",
                 "127.2.0.1",
                 "--json",
+                *extra,
             ]
         )
     assert rc == 0
@@ -153,3 +154,21 @@ def test_unchecked_datacenter_one_rule_for_server_explain_and_check(tmp_path: Pa
     text = _check(tmp_path / "gslb.yaml", tmp_path / "zones")
     assert "datacenter free has no check: it counts as up" in text
     assert "stays unknown" not in text
+
+
+def test_server_scope_widens_once_its_answer_map_is_built(
+    france: ServerThread, tmp_path: Path
+) -> None:
+    # San Francisco's /16, its unknown and Frankfurt neighbours all answer Paris: once the
+    # server's background answer map is ready the scope is wider than the GeoIP /16.
+    deadline = time.monotonic() + 30
+    while True:
+        answers, source, scope = ask(france, "127.1.0.0/24")
+        assert answers == ["192.0.2.1"]  # the same answer before and after the map
+        if scope < 16 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    # 127.0/16 (unknown: configured order), San Francisco, Frankfurt and Tokyo: all Paris.
+    assert (source, scope) == (24, 14)
+    report = _explain(tmp_path / "gslb.yaml", tmp_path / "zones", "--subnet", "127.1.0.0/24")
+    assert (report["scope_prefix"], report["scope_network"]) == (14, "127.0.0.0/14")

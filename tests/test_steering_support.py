@@ -55,8 +55,14 @@ class Harness:
         self.locator = Locator(config.geoip_path) if config.geoip_path else None
         self.health = HealthHolder()
         self.rng = random.Random(seed)
+        # Answer maps inline on every health change, so scopes are deterministic.
         self.engine = SteeringEngine(
-            config, self.locator, self.health, rng=self.rng, cache_size=cache_size
+            config,
+            self.locator,
+            self.health,
+            rng=self.rng,
+            cache_size=cache_size,
+            scope_maps="sync",
         )
         self._epoch = 0
 

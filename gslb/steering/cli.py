@@ -193,7 +193,9 @@ def run_explain(args: argparse.Namespace, out: TextIO | None = None) -> int:
                 return 2
         snapshot = simulated_snapshot(config, args.down, args.up)
         rng = random.Random(args.seed) if args.seed is not None else None
-        engine = SteeringEngine(config, locator, HealthHolder(snapshot), rng=rng)
+        # The answer maps are built inline (the server builds them in a thread), so the
+        # scope explain prints is the one the server gives once its maps are ready.
+        engine = SteeringEngine(config, locator, HealthHolder(snapshot), rng=rng, scope_maps="sync")
         report = engine.explain(service, net.network_address.packed, net.prefixlen)
         report["client"]["source"] = args.client
         if args.json:

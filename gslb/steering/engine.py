@@ -8,11 +8,13 @@ from cached candidate weights. `explain()` runs the same steps with a narration 
 
 from __future__ import annotations
 
+import ipaddress
 import random
+import threading
 from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import accumulate
 from typing import Any, Literal
 
@@ -21,9 +23,13 @@ from ..geo.locate import Location, Locator
 from ..health.snapshot import HealthHolder, HealthSnapshot
 from . import policies as P
 from .policies import Candidate
+from .scopemap import AnswerMap, ServiceRanges, scope_network
 from .service import Service
 
 Outcome = Literal["answer", "nodata", "servfail"]
+# How the per-(service, health snapshot) answer maps (widest ECS scope) are built: in a thread
+# off the hot path (the server), inline on a health change (explain, tests), or not at all.
+ScopeMaps = Literal["background", "sync", "off"]
 
 
 @dataclass(frozen=True)
@@ -37,8 +43,9 @@ class Decision:
     # longer than the source prefix when the source network spans several answers.
     scope_prefix: int
     key: Hashable  # same key => same A/AAAA records
-    # False when this answer was drawn at random for this query (weighted policy): the same
-    # client may get a different answer next time, so it must not be cached per client.
+    # False when the same query may get a different response next time, so it must not be
+    # cached per client: drawn at random (weighted policy), or a provisional scope while the
+    # answer maps for this health snapshot are still being built.
     deterministic: bool = True
 
 
@@ -112,6 +119,9 @@ class _Compiled:
     uses_location: bool  # geo rules or geoproximity: decision depends on the GeoIP location
     has_subnets: bool
     has_geos: bool
+    # The answer depends on the client through its GeoIP place only: an answer map gives the
+    # widest scope (subnet rules and sticky hashing keep the per-network path).
+    scope_map: bool
     dc_cands: tuple[Candidate, ...]
     tier_cands: tuple[tuple[Candidate, ...], ...]
 
@@ -120,10 +130,13 @@ def compile_service(service: Service, dcs: Mapping[str, Datacenter]) -> _Compile
     has_subnets = any(r.subnets for r in service.rules)
     has_geos = any(r.geos for r in service.rules)
     ordering = service.ordering
+    uses_client = has_subnets or ordering == "sticky"
+    uses_location = has_geos or ordering == "geoproximity"
     return _Compiled(
         service=service,
-        uses_client=has_subnets or ordering == "sticky",
-        uses_location=has_geos or ordering == "geoproximity",
+        uses_client=uses_client,
+        uses_location=uses_location,
+        scope_map=uses_location and not uses_client,
         has_subnets=has_subnets,
         has_geos=has_geos,
         dc_cands=tuple(P.values_candidates(service.datacenters, dcs)),
@@ -141,6 +154,7 @@ class SteeringEngine:
         health: HealthHolder,
         rng: random.Random | None = None,
         cache_size: int = 16384,
+        scope_maps: ScopeMaps = "background",
     ) -> None:
         self.config = config
         self.services: Mapping[str, Service] = config.services
@@ -153,9 +167,20 @@ class SteeringEngine:
         }
         self._cache: OrderedDict[Hashable, Entry] = OrderedDict()
         self._cache_size = max(1, cache_size)
-        self._snap: HealthSnapshot = health.current
+        self._snap: HealthSnapshot | None = None  # the first decide() starts from scratch
         self.hits = 0
         self.misses = 0
+        # Widest-scope answer maps: ranges per service (health-independent, built once) and
+        # the maps for one snapshot, published as one tuple so readers never see a mix.
+        self._scope_mode: ScopeMaps = scope_maps if locator is not None else "off"
+        if not any(c.scope_map for c in self._compiled.values()):
+            self._scope_mode = "off"
+        self._ranges: dict[str, ServiceRanges] | None = None
+        self._maps: tuple[HealthSnapshot, dict[str, AnswerMap]] | None = None
+        self._maps_seen: tuple[HealthSnapshot, dict[str, AnswerMap]] | None = None
+        self._scoped: dict[tuple[str, int, int], Entry] = {}
+        self._build_lock = threading.Lock()
+        self._builder: threading.Thread | None = None
 
     # -- hot path -------------------------------------------------------------------------------
 
@@ -163,10 +188,10 @@ class SteeringEngine:
         """The answer for `service` to a client network (ECS or source address, packed and
         masked to `prefix`). prefix 0 means: do not use the client's location."""
         snap = self.health.current
-        if snap is not self._snap:
-            # A new snapshot (new epoch): every cached decision may be wrong now.
-            self._cache.clear()
-            self._snap = snap
+        if snap is not self._snap or self._maps is not self._maps_seen:
+            # A new snapshot (new epoch): every cached decision may be wrong now. New answer
+            # maps: cached decisions are right but may have narrower scopes than the maps give.
+            self._new_snapshot(snap)
         comp = self._compiled.get(service.name)
         if comp is None or comp.service is not service:
             comp = self._compiled[service.name] = compile_service(service, self.datacenters)
@@ -181,11 +206,29 @@ class SteeringEngine:
         else:
             self.hits += 1
         if entry.__class__ is Decision:
-            return entry  # type: ignore[return-value]
+            return entry
         return entry.pick(self._rng)  # type: ignore[union-attr]
+
+    def _new_snapshot(self, snap: HealthSnapshot) -> None:
+        self._cache.clear()
+        self._scoped.clear()
+        self._snap = snap
+        if self._scope_mode != "off" and (self._maps is None or self._maps[0] is not snap):
+            if self._scope_mode == "sync":
+                self.build_scope_maps()
+            else:
+                self._kick_builder()
+        self._maps_seen = self._maps
 
     def _miss(self, comp: _Compiled, key: Hashable, address: bytes, prefix: int) -> Entry:
         snap = self.health.current
+        provisional = False
+        if comp.scope_map and prefix > 0:
+            mapped = self._mapped(comp.service, snap, address)
+            if mapped is not None:
+                self._store(key, mapped)
+                return mapped
+            provisional = self._scope_mode != "off"
         location = self._locate(comp, address, prefix)
         entry: Entry | None = None
         net_key: Hashable | None = None
@@ -205,10 +248,116 @@ class SteeringEngine:
             entry = self._cache.get(net_key)
         if entry is None:
             entry = self._plan(comp, location, address, prefix, snap, None)
+            if provisional and isinstance(entry, Decision):
+                # Right, but its scope is the GeoIP network's until the map is ready.
+                entry = replace(entry, deterministic=False)
             if net_key is not None:
                 self._store(net_key, entry)
         self._store(key, entry)
         return entry
+
+    # -- answer maps (widest ECS scope) ------------------------------------------------------
+
+    def _mapped(self, service: Service, snap: HealthSnapshot, address: bytes) -> Entry | None:
+        """The answer map's entry for a client, with the widest scope; None without a map for
+        this very snapshot (then the per-network path answers, with the database network)."""
+        maps = self._maps
+        if maps is None or maps[0] is not snap:
+            return None
+        amap = maps[1].get(service.name)
+        if amap is None or amap.service is not service:
+            return None
+        found = amap.find(int.from_bytes(address, "big"), 4 if len(address) == 4 else 6)
+        if found is None:
+            return None
+        aid, scope = found
+        memo_key = (service.name, aid, scope)
+        entry = self._scoped.get(memo_key)
+        if entry is None:
+            entry = _with_scope(amap.entries[aid], scope)  # type: ignore[arg-type]
+            self._scoped[memo_key] = entry
+        return entry
+
+    def build_scope_maps(self) -> None:
+        """Build the answer maps for the current snapshot (blocking; the server runs it in a
+        thread). The database walk happens once per database file, the service ranges once
+        per configuration; per snapshot only each class is planned again."""
+        if self.locator is None:
+            return
+        from ..geo.index import shared_index
+
+        with self._build_lock:
+            snap = self.health.current
+            if self._maps is not None and self._maps[0] is snap:
+                return
+            comps = [c for c in self._compiled.values() if c.scope_map]
+            if self._ranges is None:
+                index = shared_index(self.locator.path)
+                self._ranges = {
+                    c.service.name: ServiceRanges(index, c.service, self.datacenters) for c in comps
+                }
+            maps: dict[str, AnswerMap] = {}
+            for comp in comps:
+                ranges = self._ranges.get(comp.service.name)
+                if ranges is None:
+                    continue
+
+                def plan(loc: Location, comp: _Compiled = comp) -> object:
+                    return self._plan(comp, loc, bytes(4), 32, snap, None)
+
+                maps[comp.service.name] = AnswerMap(ranges, plan, _answer_key)
+            self._maps = (snap, maps)
+
+    def _kick_builder(self) -> None:
+        builder = self._builder
+        if builder is not None and builder.is_alive():
+            return  # it loops until its maps match the current snapshot
+        self._builder = threading.Thread(
+            target=self._build_loop, name="gslb-scope-maps", daemon=True
+        )
+        self._builder.start()
+
+    def _build_loop(self) -> None:
+        try:
+            while True:
+                self.build_scope_maps()
+                maps = self._maps
+                if maps is None or maps[0] is self.health.current:
+                    return
+        except Exception:  # noqa: BLE001 - a failed build must never touch answering
+            import logging
+
+            logging.getLogger("gslb.steering").exception("building ECS scope maps failed")
+            self._scope_mode = "off"
+
+    def scope_maps_ready(self) -> bool:
+        """True when the answer maps match the current health snapshot."""
+        maps = self._maps
+        return maps is not None and maps[0] is self.health.current
+
+    def scope_reason(self, service: Service, address: bytes, prefix: int) -> str:
+        """Why the scope is what it is (for explain)."""
+        comp = self._compiled.get(service.name)
+        if comp is None or not (comp.uses_client or comp.uses_location) or prefix <= 0:
+            return "the answer does not depend on the client"
+        maps = self._maps
+        amap = maps[1].get(service.name) if maps is not None else None
+        if comp.scope_map and amap is not None and maps is not None:
+            bits = 8 * len(address)
+            value = int.from_bytes(address, "big")
+            found = amap.find(value, 4 if bits == 32 else 6)
+            if found is not None:
+                first, scope = scope_network(value, found[1], bits)
+                net = ipaddress.ip_address(first.to_bytes(len(address), "big"))
+                fresh = "" if maps[0] is self.health.current else " (map of an older snapshot)"
+                return (
+                    f"widest prefix around the client with the same answer: {net}/{scope}"
+                    f" (answer map of {amap.range_count()} ranges, health epoch"
+                    f" {maps[0].epoch}){fresh}"
+                )
+        if comp.uses_client:
+            return "subnet rules or sticky hashing: the client network the answer depends on"
+        return "the GeoIP network of the client (answer map not built)"
 
     def _store(self, key: Hashable, entry: Entry) -> None:
         cache = self._cache
@@ -355,6 +504,20 @@ class SteeringEngine:
         from .explain import explain_decision
 
         return explain_decision(self, service, address, prefix)
+
+
+def _answer_key(entry: object) -> Hashable:
+    """Entries with equal keys give the same records: an answer map merges their ranges."""
+    if isinstance(entry, Decision):
+        return (entry.key, entry.datacenters)
+    assert isinstance(entry, _Weighted)
+    return ("weighted", tuple((c.name, c.weight) for c in entry.cands))
+
+
+def _with_scope(entry: Entry, scope: int) -> Entry:
+    if isinstance(entry, Decision):
+        return replace(entry, scope_prefix=scope)
+    return _Weighted(entry.cands, entry.service, scope)
 
 
 def _t(

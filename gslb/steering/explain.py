@@ -56,6 +56,12 @@ def explain_decision(
                 "datacenters": list(decision.datacenters),
             }
         )
+    trace.append(
+        {
+            "step": "scope",
+            "detail": f"/{decision.scope_prefix}: " + engine.scope_reason(service, address, prefix),
+        }
+    )
     candidates = []
     for name, weight, status in service_datacenters(service):
         dc = engine.datacenters[name]
@@ -101,8 +107,14 @@ def explain_decision(
         "ipv6": list(decision.ipv6),
         "datacenters": list(decision.datacenters),
         "scope_prefix": decision.scope_prefix,
+        "scope_network": _scope_net(address, decision.scope_prefix),
         "ttl": decision.ttl,
     }
+
+
+def _scope_net(address: bytes, scope: int) -> str:
+    kind = ipaddress.IPv4Network if len(address) == 4 else ipaddress.IPv6Network
+    return str(kind((int.from_bytes(address, "big"), scope), strict=False))
 
 
 def format_text(report: dict[str, Any]) -> str:
@@ -142,5 +154,5 @@ def format_text(report: dict[str, Any]) -> str:
         lines.append(f"          datacenters {', '.join(report['datacenters'])}")
     else:
         lines.append(f"answer    {report['outcome'].upper()}")
-    lines.append(f"ecs scope /{report['scope_prefix']}   ttl {report['ttl']}")
+    lines.append(f"ecs scope {report['scope_network']}   ttl {report['ttl']}")
     return "\n".join(lines)

@@ -1,0 +1,105 @@
+"""The whole GeoIP database as sorted address ranges, each with the place steering sees.
+
+Built once per database file by walking its search tree (gslb/geo/tree.py). Adjacent networks
+whose records give the same steering place (continent, country, subdivision, coordinates:
+what geo rules and geoproximity read) are merged, so a city's many networks become one
+range wherever they touch. The steering scope maps (gslb/steering/scopemap.py) are built on
+top: per service, then per health snapshot.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import threading
+from array import array
+from dataclasses import dataclass
+
+import maxminddb
+
+from .locate import Location, location_from_record
+from .tree import ALIAS, NO_DATA, MmdbTree
+
+UNMAPPED = -1  # place id of a range the index does not describe (an IPv4 alias inside IPv6)
+PlaceKey = tuple[str | None, str | None, str | None, float | None, float | None]
+
+
+@dataclass
+class Ranges:
+    """One address family: range i covers [starts[i], starts[i+1]) and has place places[i]."""
+
+    bits: int
+    starts: list[int]
+    places: array  # type: ignore[type-arg]  # array('i')
+
+
+class LocationIndex:
+    """Every address of both families -> a place id; `places[id]` is its Location."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        tree = MmdbTree.open(path)
+        self.database_type = tree.database_type
+        self.places: list[Location] = []
+        self._ids: dict[PlaceKey, int] = {}
+        with maxminddb.open_database(path) as reader:
+            self.v4 = self._ranges(tree, reader, 4)
+            self.v6 = self._ranges(tree, reader, 6)
+
+    def _place(self, record: object) -> int:
+        loc = location_from_record(record, "", 0)
+        key: PlaceKey = (loc.continent, loc.country, loc.subdivision, loc.latitude, loc.longitude)
+        pid = self._ids.get(key)
+        if pid is None:
+            pid = self._ids[key] = len(self.places)
+            self.places.append(loc)
+        return pid
+
+    def _ranges(self, tree: MmdbTree, reader: maxminddb.Reader, version: int) -> Ranges:
+        bits = 32 if version == 4 else 128
+        make = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+        by_offset: dict[int, int] = {}
+        starts: list[int] = []
+        places = array("i")
+        last = -3
+        for first, _plen, offset in tree.networks(version):
+            pid = by_offset.get(offset)
+            if pid is None:
+                if offset == ALIAS:
+                    pid = UNMAPPED
+                elif offset == NO_DATA:
+                    pid = self._place(None)
+                else:
+                    # One C lookup per distinct record: cheaper than decoding it in Python.
+                    pid = self._place(reader.get(make(first)))
+                by_offset[offset] = pid
+            if pid != last:
+                starts.append(first)
+                places.append(pid)
+                last = pid
+        return Ranges(bits, starts, places)
+
+    def family(self, version: int) -> Ranges:
+        return self.v4 if version == 4 else self.v6
+
+    def range_count(self) -> int:
+        return len(self.v4.starts) + len(self.v6.starts)
+
+
+_shared: dict[tuple[str, int, int], LocationIndex] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_index(path: str) -> LocationIndex:
+    """One index per database file and version on disk, per process: a reload of the
+    configuration does not walk an unchanged database again."""
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_mtime_ns, st.st_size)
+    with _shared_lock:
+        index = _shared.get(key)
+        if index is None:
+            index = LocationIndex(path)
+            for old in [k for k in _shared if k[0] == key[0]]:
+                del _shared[old]  # the database was replaced: drop the old version
+            _shared[key] = index
+        return index
