@@ -48,6 +48,7 @@ class Datacenter:
     bias: float = 0.0  # Route 53 style: -99..99, grows (+) or shrinks (-) the catchment area
     check: Check | None = None
     mark: Mark | None = None
+    slow_start: float = 0.0  # seconds a recovered datacenter takes to reach its full share
 
 
 @dataclass(frozen=True)

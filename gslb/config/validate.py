@@ -30,7 +30,7 @@ from .yaml_loader import MarkedDict, load_yaml_file, load_yaml_text, mark_of
 # Top-level sections owned by other parts of gslb: accepted and passed through in Config.extra.
 PASS_THROUGH = ("dns", "rrl", "cookies", "acl", "admin", "proxy")
 TOP_KEYS = ("geoip", "geoip_cache_size", "datacenters", "services", "health", *PASS_THROUGH)
-DC_KEYS = ("region", "latitude", "longitude", "ipv4", "ipv6", "bias", "check")
+DC_KEYS = ("region", "latitude", "longitude", "ipv4", "ipv6", "bias", "check", "slow_start")
 CHECK_KEYS = (
     "type",
     "host",
@@ -60,6 +60,7 @@ SERVICE_KEYS = (
     "pools",
     "rules",
     "sticky",
+    "slow_start",
 )
 VALUE_KEYS = ("value", "weight", "status")
 POOL_KEYS = ("values", "fallback")
@@ -372,6 +373,7 @@ class _Validator:
         check = None
         if "check" in d:
             check = self.check(d["check"], mark_of(d, "check"), f"{path}.check")
+        slow_start = self.duration(d, "slow_start", path)  # steering: DNS-level slow start
         if lat is None or lon is None:
             return None
         return Datacenter(
@@ -384,7 +386,20 @@ class _Validator:
             bias=bias if bias is not None else 0.0,
             check=check,
             mark=mark,
+            slow_start=slow_start or 0.0,
         )
+
+    def duration(self, d: dict[str, Any], key: str, path: str) -> float | None:
+        """Steering durations (slow_start): seconds as a number or "30s", "10m", "1h"."""
+        if key not in d:
+            return None
+        from ..steering.ramp import parse_duration
+
+        try:
+            return parse_duration(d[key])
+        except ValueError as exc:
+            self.err(mark_of(d, key), f"{path}.{key}", str(exc))
+            return None
 
     def addresses(self, d: dict[str, Any], key: str, path: str, version: int) -> list[str]:
         out: list[str] = []
@@ -590,6 +605,7 @@ class _Validator:
                 )
 
         self.pool_usage(d, path, pools, rules, fallback_pool)
+        slow_start = self.duration(d, "slow_start", path)  # steering: DNS-level slow start
 
         if len(self.reasons) != n_before or on_all_down is None or policy is None:
             return None
@@ -609,6 +625,7 @@ class _Validator:
             sticky_ipv4_prefix=sticky4 if sticky4 is not None else 24,
             sticky_ipv6_prefix=sticky6 if sticky6 is not None else 56,
             mark=mark,
+            slow_start=slow_start,
         )
 
     def types(self, d: dict[str, Any], path: str) -> tuple[str, ...]:

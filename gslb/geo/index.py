@@ -13,6 +13,7 @@ import ipaddress
 import os
 import threading
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import maxminddb
@@ -21,6 +22,9 @@ from .locate import Location, location_from_record
 from .tree import ALIAS, NO_DATA, MmdbTree
 
 UNMAPPED = -1  # place id of a range the index does not describe (an IPv4 alias inside IPv6)
+# IPv4 range starts in an array('Q') (8 bytes each: a City database has millions of
+# ranges), IPv6 ones in a list of Python ints (128 bits do not fit an array).
+Starts = Sequence[int]
 PlaceKey = tuple[str | None, str | None, str | None, float | None, float | None]
 
 
@@ -29,7 +33,7 @@ class Ranges:
     """One address family: range i covers [starts[i], starts[i+1]) and has place places[i]."""
 
     bits: int
-    starts: list[int]
+    starts: Starts
     places: array  # type: ignore[type-arg]  # array('i')
 
 
@@ -59,7 +63,7 @@ class LocationIndex:
         bits = 32 if version == 4 else 128
         make = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
         by_offset: dict[int, int] = {}
-        starts: list[int] = []
+        starts: array | list[int] = array("Q") if version == 4 else []  # type: ignore[type-arg]
         places = array("i")
         last = -3
         for first, _plen, offset in tree.networks(version):

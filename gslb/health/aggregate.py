@@ -44,6 +44,7 @@ class Override:
     mode: OverrideMode
     reason: str
     at: float = 0.0  # wall time it was set
+    drain: float = 0.0  # mode down over this many seconds (a timed drain) instead of at once
 
 
 Quorum = str | float
@@ -182,6 +183,11 @@ def apply_overrides(
         override = overrides.get(name)
         if override is None:
             th = base
+        elif override.mode == "down" and wall < override.at + override.drain and base.state == "up":
+            # A timed drain: still up while steering ramps it out; down once the window ends.
+            until = override.at + override.drain
+            reason = f"draining until {until:.0f}: {override.reason} (checks: up; {base.reason})"
+            th = TargetHealth("up", reason, base.regions, base.since, override.at, until)
         else:
             reason = (
                 f"override {override.mode}: {override.reason} (checks: {base.state}; {base.reason})"
@@ -192,7 +198,9 @@ def apply_overrides(
             since = prev.since if prev.state == th.state else wall
         else:
             since = th.since if override is None else wall
-        out[name] = TargetHealth(th.state, th.reason, th.regions, since)
+        out[name] = TargetHealth(
+            th.state, th.reason, th.regions, since, th.drain_from, th.drain_until
+        )
     return out
 
 

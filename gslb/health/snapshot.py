@@ -21,6 +21,10 @@ class TargetHealth:
     # Per-region view ({region: "up"|"down"|"unknown"}), for status and explain.
     regions: Mapping[str, State] = field(default_factory=lambda: MappingProxyType({}))
     since: float = 0.0
+    # A timed drain (override down over a window): up, with a falling share, until drain_until
+    # (wall times). Steering ramps the target out over the window (gslb/steering/ramp.py).
+    drain_from: float = 0.0
+    drain_until: float = 0.0
 
 
 @dataclass(frozen=True)

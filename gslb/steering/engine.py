@@ -18,11 +18,13 @@ from dataclasses import dataclass, replace
 from itertools import accumulate
 from typing import Any, Literal
 
+from ..clock import SYSTEM_CLOCK, Clock
 from ..config.model import Config, Datacenter
 from ..geo.locate import Location, Locator
 from ..health.snapshot import HealthHolder, HealthSnapshot
 from . import policies as P
 from .policies import Candidate
+from .ramp import Transition, client_point, keeps, transition_ttl
 from .scopemap import AnswerMap, ServiceRanges, scope_network
 from .service import Service
 
@@ -58,19 +60,22 @@ def make_decision(
     scope: int,
     deterministic: bool = True,
 ) -> Decision:
-    key = (outcome, ipv4, ipv6)
+    key = (outcome, ipv4, ipv6, ttl)
     return Decision(outcome, datacenters, ipv4, ipv6, ttl, scope, key, deterministic)
 
 
 class _Weighted:
     """A cached weighted plan: healthy candidates and weights; one random pick per query."""
 
-    __slots__ = ("cands", "service", "scope", "cum", "total", "firsts", "memo")
+    __slots__ = ("cands", "service", "scope", "ttl", "cum", "total", "firsts", "memo")
 
-    def __init__(self, cands: list[Candidate], service: Service, scope: int) -> None:
+    def __init__(
+        self, cands: list[Candidate], service: Service, scope: int, ttl: int | None = None
+    ) -> None:
         self.cands = cands
         self.service = service
         self.scope = scope
+        self.ttl = service.ttl if ttl is None else ttl
         self.cum = list(accumulate(c.weight for c in cands))
         self.total = float(self.cum[-1])
         self.memo: dict[tuple[str, ...], Decision] = {}
@@ -82,7 +87,7 @@ class _Weighted:
 
     def _build(self, ordered: Sequence[Candidate]) -> Decision:
         used, v4, v6 = P.take_count(ordered, self.service.count, self.service.types)
-        return make_decision("answer", used, v4, v6, self.service.ttl, self.scope, False)
+        return make_decision("answer", used, v4, v6, self.ttl, self.scope, False)
 
     def pick(self, rng: random.Random) -> Decision:
         firsts = self.firsts
@@ -155,6 +160,7 @@ class SteeringEngine:
         rng: random.Random | None = None,
         cache_size: int = 16384,
         scope_maps: ScopeMaps = "background",
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.config = config
         self.services: Mapping[str, Service] = config.services
@@ -181,6 +187,14 @@ class SteeringEngine:
         self._scoped: dict[tuple[str, int, int], Entry] = {}
         self._build_lock = threading.Lock()
         self._builder: threading.Thread | None = None
+        # Slow start and timed drains (ramp.py): when each datacenter last recovered, the
+        # transitions in force per service at the last tick, and when shares next change.
+        self.clock = clock
+        self._recovered: dict[str, float] = {}
+        self._ramps: dict[str, dict[str, Transition]] = {}
+        self._drained: frozenset[str] = frozenset()  # drain window over, still "up" in snap
+        self._tick_now = 0.0
+        self._next_tick: float | None = None
 
     # -- hot path -------------------------------------------------------------------------------
 
@@ -188,6 +202,8 @@ class SteeringEngine:
         """The answer for `service` to a client network (ECS or source address, packed and
         masked to `prefix`). prefix 0 means: do not use the client's location."""
         snap = self.health.current
+        if self._next_tick is not None and self.clock.time() >= self._next_tick:
+            self._tick()
         if snap is not self._snap or self._maps is not self._maps_seen:
             # A new snapshot (new epoch): every cached decision may be wrong now. New answer
             # maps: cached decisions are right but may have narrower scopes than the maps give.
@@ -212,7 +228,10 @@ class SteeringEngine:
     def _new_snapshot(self, snap: HealthSnapshot) -> None:
         self._cache.clear()
         self._scoped.clear()
-        self._snap = snap
+        if snap is not self._snap:
+            self._track_recoveries(self._snap, snap)
+            self._snap = snap
+            self._compute_ramps()
         if self._scope_mode != "off" and (self._maps is None or self._maps[0] is not snap):
             if self._scope_mode == "sync":
                 self.build_scope_maps()
@@ -228,11 +247,12 @@ class SteeringEngine:
             if mapped is not None:
                 self._store(key, mapped)
                 return mapped
-            provisional = self._scope_mode != "off"
+            provisional = self._scope_mode != "off" and comp.service.name not in self._ramps
         location = self._locate(comp, address, prefix)
         entry: Entry | None = None
         net_key: Hashable | None = None
-        if comp.uses_location and not comp.uses_client and location is not None:
+        ramping = comp.service.name in self._ramps  # then the client network matters too
+        if comp.uses_location and not comp.uses_client and location is not None and not ramping:
             # The decision depends only on what the database says about the client and on
             # how long its network is (the ECS scope): every GeoIP network with the same
             # place shares one decision, so a new health epoch costs one plan per place.
@@ -256,6 +276,95 @@ class SteeringEngine:
         self._store(key, entry)
         return entry
 
+    # -- slow start and timed drains --------------------------------------------------------
+
+    def _track_recoveries(self, old: HealthSnapshot | None, new: HealthSnapshot) -> None:
+        """A datacenter going from down to up starts its slow start (from when it came up)."""
+        now = self.clock.time()
+        for name, th in new.targets.items():
+            if th.state != "up":
+                self._recovered.pop(name, None)
+            elif old is not None and old.state(name) == "down":
+                self._recovered[name] = th.since if 0 < th.since <= now else now
+
+    def _compute_ramps(self) -> None:
+        """The transitions in force now, per service; the time shares next change."""
+        now = self.clock.time()
+        snap = self._snap
+        ramps: dict[str, dict[str, Transition]] = {}
+        next_tick: float | None = None
+        drained = frozenset(
+            n
+            for n, th in (snap.targets.items() if snap is not None else ())
+            if 0 < th.drain_until <= now
+        )
+        for name, comp in self._compiled.items():
+            svc = comp.service
+            found: dict[str, Transition] = {}
+            for dc_name in _service_dcs(svc):
+                dc = self.datacenters.get(dc_name)
+                th = snap.targets.get(dc_name) if snap is not None else None
+                t: Transition | None = None
+                if th is not None and th.drain_until > now:
+                    t = Transition("drain", th.drain_from, th.drain_until)
+                elif dc_name in self._recovered and dc is not None:
+                    window = svc.slow_start if svc.slow_start is not None else dc.slow_start
+                    start = self._recovered[dc_name]
+                    if window > 0 and now < start + window:
+                        t = Transition("slow_start", start, start + window)
+                if t is not None:
+                    found[dc_name] = t
+                    change = t.next_change(now)
+                    next_tick = change if next_tick is None else min(next_tick, change)
+            if found:
+                ramps[name] = found
+        ended = set(self._ramps) - set(ramps)
+        self._ramps = ramps
+        self._drained = drained
+        self._tick_now = now
+        self._next_tick = next_tick
+        if ended and self._maps is not None:
+            self._maps = None  # maps left out the ramping services: build them again
+
+    def _tick(self) -> None:
+        """A share moved a step (or a window ended): cached answers are stale."""
+        self._compute_ramps()
+        self._cache.clear()
+        self._scoped.clear()
+        if self._maps is None and self._scope_mode != "off":
+            self._maps_seen = None
+            self._new_snapshot(self.health.current)
+
+    def transitions(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Ramps in force (for explain and the status page): service -> datacenter -> view."""
+        now = self.clock.time()
+        return {
+            svc: {
+                dc: {
+                    "kind": t.kind,
+                    "share": t.share(now),
+                    "start": t.start,
+                    "end": t.end,
+                    "progress": round(t.fraction(now), 3),
+                }
+                for dc, t in found.items()
+            }
+            for svc, found in self._ramps.items()
+        }
+
+    def _admit(
+        self, cands: list[Candidate], ramps: Mapping[str, Transition] | None
+    ) -> list[Candidate]:
+        """Candidates whose share is above zero (a datacenter drained out, or at the very
+        start of its slow start, takes no clients)."""
+        drained = self._drained
+        if drained:
+            cands = [c for c in cands if c.name not in drained]
+        if not ramps:
+            return cands
+        now = self._tick_now
+        return [c for c in cands if c.name not in ramps or ramps[c.name].share(now) > 0]
+
     # -- answer maps (widest ECS scope) ------------------------------------------------------
 
     def _mapped(self, service: Service, snap: HealthSnapshot, address: bytes) -> Entry | None:
@@ -265,7 +374,7 @@ class SteeringEngine:
         if maps is None or maps[0] is not snap:
             return None
         amap = maps[1].get(service.name)
-        if amap is None or amap.service is not service:
+        if amap is None or amap.service is not service or service.name in self._ramps:
             return None
         found = amap.find(int.from_bytes(address, "big"), 4 if len(address) == 4 else 6)
         if found is None:
@@ -290,7 +399,12 @@ class SteeringEngine:
             snap = self.health.current
             if self._maps is not None and self._maps[0] is snap:
                 return
-            comps = [c for c in self._compiled.values() if c.scope_map]
+            # Services in a ramp answer per client network until it ends (then a rebuild).
+            comps = [
+                c
+                for c in self._compiled.values()
+                if c.scope_map and c.service.name not in self._ramps
+            ]
             if self._ranges is None:
                 index = shared_index(self.locator.path)
                 self._ranges = {
@@ -390,6 +504,11 @@ class SteeringEngine:
         version = 4 if len(address) == 4 else 6
         addr_int = int.from_bytes(address, "big")
         depends = 0  # longest client prefix the decision depends on so far
+        ramps = self._ramps.get(svc.name)
+        now = self._tick_now
+        ttl = transition_ttl(svc.ttl, list(ramps.values())) if ramps else svc.ttl
+        if ramps is not None and trace is not None:
+            _t(trace, "ramp", _ramp_detail(ramps, now))
 
         # 1. candidates (rules -> pool with fallback chain; failover tiers; plain list) + health
         selected: list[Candidate] | None
@@ -406,7 +525,9 @@ class SteeringEngine:
             initial = P.pool_candidates(chain[0], dcs)
             selected = None
             for pool in chain:
-                healthy = P.health_filter(P.pool_candidates(pool, dcs), snap, svc.unknown_is)
+                healthy = self._admit(
+                    P.health_filter(P.pool_candidates(pool, dcs), snap, svc.unknown_is), ramps
+                )
                 if trace is not None:
                     detail = _health_detail(P.pool_candidates(pool, dcs), healthy)
                     _t(trace, "health", f"pool {pool.name}: {detail}", healthy)
@@ -419,7 +540,12 @@ class SteeringEngine:
         elif svc.tiers:
             tiers = comp.tier_cands
             initial = list(tiers[0])
-            found = P.failover_tier(tiers, snap, svc.unknown_is)
+            found = None
+            for i, tier in enumerate(tiers):
+                up = self._admit(P.health_filter(tier, snap, svc.unknown_is), ramps)
+                if up:
+                    found = (i, up)
+                    break
             if found is None:
                 selected = None
                 if trace is not None:
@@ -430,7 +556,7 @@ class SteeringEngine:
                     _t(trace, "failover", f"tier {found[0]} answers: {_names(selected)}", selected)
         else:
             initial = list(comp.dc_cands)
-            selected = P.health_filter(initial, snap, svc.unknown_is) or None
+            selected = self._admit(P.health_filter(initial, snap, svc.unknown_is), ramps) or None
             if trace is not None:
                 _t(trace, "health", _health_detail(initial, selected or []), selected or [])
 
@@ -441,7 +567,7 @@ class SteeringEngine:
             if mode == "nodata" or mode == "servfail":
                 if trace is not None:
                     _t(trace, "on_all_down", f"all candidates down -> {mode.upper()}")
-                return make_decision(mode, (), (), (), svc.ttl, scope)
+                return make_decision(mode, (), (), (), ttl, scope, ramps is None)
             if mode == "fallback":
                 assert svc.fallback_pool is not None
                 pool = svc.pools[svc.fallback_pool]
@@ -479,23 +605,48 @@ class SteeringEngine:
                     ordered,
                 )
         elif ordering == "weighted":
+            if ramps:
+                # Slow start and drains scale the weight by the datacenter's share.
+                selected = [
+                    replace(c, weight=c.weight * ramps[c.name].share(now)) if c.name in ramps else c
+                    for c in selected
+                ]
             if len(selected) > 1:
                 if trace is not None:
-                    weights = ", ".join(f"{c.name}={c.weight}" for c in selected)
+                    weights = ", ".join(f"{c.name}={c.weight:g}" for c in selected)
                     if trace is not None:
                         _t(trace, "weighted", f"random pick by weight: {weights}", selected)
-                return _Weighted(selected, svc, depends)
+                return _Weighted(selected, svc, depends, ttl)
             if trace is not None:
                 _t(trace, "weighted", "single candidate", selected)
         elif ordering == "geolocation":
             if trace is not None:
                 _t(trace, "geolocation", "pool order", ordered)
 
-        # 4. count
+        # 4. count (a datacenter in a ramp keeps only the client networks below its share)
         used, v4, v6 = P.take_count(ordered, svc.count, svc.types)
+        if ramps and ordering != "weighted":
+            hash_prefix = svc.sticky_ipv4_prefix if version == 4 else svc.sticky_ipv6_prefix
+            point: float | None = None
+            while any(n in ramps for n in used):
+                if point is None:
+                    point, plen = client_point(address, prefix, hash_prefix)
+                    depends = max(depends, plen)
+                drop = {n for n in used if n in ramps and not keeps(point, ramps[n].share(now))}
+                rest = [c for c in ordered if c.name not in drop]
+                if trace is not None:
+                    for n in sorted(drop):
+                        share = ramps[n].share(now)
+                        _t(trace, "ramp", f"{n}: client point {point:.3f} >= share {share:.2f}")
+                if not drop or not rest:
+                    break
+                ordered = rest
+                used, v4, v6 = P.take_count(ordered, svc.count, svc.types)
+            if point is not None and trace is not None:
+                _t(trace, "ramp", f"client point {point:.3f}: {_names(ordered)}", ordered)
         if trace is not None:
             _t(trace, "count", f"up to {svc.count} per family: {', '.join(v4 + v6) or 'none'}")
-        return make_decision("answer", used, v4, v6, svc.ttl, depends)
+        return make_decision("answer", used, v4, v6, ttl, depends, ramps is None)
 
     # -- explain ----------------------------------------------------------------------------------
 
@@ -504,6 +655,23 @@ class SteeringEngine:
         from .explain import explain_decision
 
         return explain_decision(self, service, address, prefix)
+
+
+def _service_dcs(service: Service) -> list[str]:
+    from .scopemap import service_datacenter_names
+
+    return service_datacenter_names(service)
+
+
+def _ramp_detail(ramps: Mapping[str, Transition], now: float) -> str:
+    parts = []
+    for name, t in ramps.items():
+        what = "slow start" if t.kind == "slow_start" else "drain"
+        parts.append(
+            f"{name} {what} {t.fraction(now):.0%} of {t.end - t.start:.0f} s:"
+            f" share {t.share(now):.2f}"
+        )
+    return "; ".join(parts) + " (answers live one step: shorter TTL)"
 
 
 def _answer_key(entry: object) -> Hashable:
@@ -517,7 +685,7 @@ def _answer_key(entry: object) -> Hashable:
 def _with_scope(entry: Entry, scope: int) -> Entry:
     if isinstance(entry, Decision):
         return replace(entry, scope_prefix=scope)
-    return _Weighted(entry.cands, entry.service, scope)
+    return _Weighted(entry.cands, entry.service, scope, entry.ttl)
 
 
 def _t(

@@ -56,12 +56,6 @@ def explain_decision(
                 "datacenters": list(decision.datacenters),
             }
         )
-    trace.append(
-        {
-            "step": "scope",
-            "detail": f"/{decision.scope_prefix}: " + engine.scope_reason(service, address, prefix),
-        }
-    )
     candidates = []
     for name, weight, status in service_datacenters(service):
         dc = engine.datacenters[name]
@@ -108,6 +102,8 @@ def explain_decision(
         "datacenters": list(decision.datacenters),
         "scope_prefix": decision.scope_prefix,
         "scope_network": _scope_net(address, decision.scope_prefix),
+        "scope_reason": engine.scope_reason(service, address, prefix),
+        "transitions": engine.transitions().get(service.name, {}),
         "ttl": decision.ttl,
     }
 
@@ -154,5 +150,8 @@ def format_text(report: dict[str, Any]) -> str:
         lines.append(f"          datacenters {', '.join(report['datacenters'])}")
     else:
         lines.append(f"answer    {report['outcome'].upper()}")
-    lines.append(f"ecs scope {report['scope_network']}   ttl {report['ttl']}")
+    lines.append(
+        f"ecs scope /{report['scope_prefix']} ({report['scope_network']})   ttl {report['ttl']}"
+    )
+    lines.append(f"          {report['scope_reason']}")
     return "\n".join(lines)

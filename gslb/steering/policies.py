@@ -26,7 +26,7 @@ class Candidate:
     """A datacenter being considered, with the weight and status its pool value gave it."""
 
     dc: Datacenter
-    weight: int = 1
+    weight: float = 1  # a slow start or drain scales it by the datacenter's share
     status: str = "obey"
 
     @property

@@ -72,13 +72,13 @@ def place_class_key(service: Service, location: Location, dcs: Sequence[Datacent
 @dataclass
 class _Family:
     bits: int
-    starts: list[int]
+    starts: Sequence[int]
     ids: array  # type: ignore[type-arg]  # array('i'): class id (or answer id) per range
 
 
 def _fold(starts: Sequence[int], ids: Sequence[int], mapping: Sequence[int], bits: int) -> _Family:
     """Map every range's id through `mapping` and merge neighbours that become equal."""
-    out_starts: list[int] = []
+    out_starts: array | list[int] = array("Q") if bits == 32 else []  # type: ignore[type-arg]
     out_ids = array("i")
     last = -2
     for start, old in zip(starts, ids, strict=True):

@@ -77,6 +77,7 @@ class Service:
     sticky_ipv4_prefix: int = 24
     sticky_ipv6_prefix: int = 56
     mark: Mark | None = None
+    slow_start: float | None = None  # seconds; overrides each datacenter's slow_start
 
     @property
     def ordering(self) -> str | None:
