@@ -33,8 +33,18 @@ def admin_routes(monitor: HealthMonitor) -> list[web.RouteDef]:
             return _error(400, "reason must be a string")
         if mode != "none" and not reason.strip():
             return _error(400, "a reason is required to drain or force up a target")
+        drain = 0.0
+        if body.get("drain") is not None:  # a timed drain: mode down over this window
+            from ..steering.ramp import parse_duration
+
+            try:
+                drain = parse_duration(body["drain"])
+            except ValueError as exc:
+                return _error(400, f"drain: {exc}")
+            if mode != "down":
+                return _error(400, "drain needs mode down")
         try:
-            monitor.set_override(target, mode, reason.strip())
+            monitor.set_override(target, mode, reason.strip(), drain)
         except KeyError:
             return _error(404, f"unknown target {target!r}")
         status = monitor.status()

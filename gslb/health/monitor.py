@@ -333,7 +333,7 @@ class HealthMonitor:
 
     # ---- overrides ----------------------------------------------------------------------
 
-    def set_override(self, target: str, mode: OverrideArg, reason: str) -> None:
+    def set_override(self, target: str, mode: OverrideArg, reason: str, drain: float = 0.0) -> None:
         """Drain (down), force up, or back to checks (none); persisted, published at once."""
         if target not in self.config.datacenters:
             raise KeyError(target)
@@ -342,7 +342,7 @@ class HealthMonitor:
             if removed is not None:
                 log.warning("override cleared for %s: %s", target, reason)
         elif mode in ("down", "up"):
-            self._overrides[target] = Override(mode, reason, self.clock.time())
+            self._overrides[target] = Override(mode, reason, self.clock.time(), drain)
             log.warning("override %s for %s: %s", mode, target, reason)
         else:
             raise ValueError(f"mode must be down, up or none, not {mode!r}")

@@ -282,10 +282,14 @@ class SteeringEngine:
         """A datacenter going from down to up starts its slow start (from when it came up)."""
         now = self.clock.time()
         for name, th in new.targets.items():
-            if th.state != "up":
+            if th.state != "up" or th.drain_until > 0:
                 self._recovered.pop(name, None)
-            elif old is not None and old.state(name) == "down":
-                self._recovered[name] = th.since if 0 < th.since <= now else now
+                continue
+            before = old.targets.get(name) if old is not None else None
+            # Down before, or drained out (its window over): it comes back slowly.
+            if before is not None and (before.state == "down" or 0 < before.drain_until <= now):
+                since = th.since if before.state == "down" else now
+                self._recovered[name] = since if 0 < since <= now else now
 
     def _compute_ramps(self) -> None:
         """The transitions in force now, per service; the time shares next change."""
