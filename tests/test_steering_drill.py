@@ -27,7 +27,8 @@ datacenters:
     longitude: -6.26
     ipv4: [192.0.2.21]
     slow_start: 4s
-    check: {{type: tcp, host: 127.0.0.1, port: {check}, interval: 0.3, timeout: 0.2, rise: 1, fall: 1}}
+    check: {{type: tcp, host: 127.0.0.1, port: {check}, interval: 0.3, timeout: 0.2,
+             rise: 1, fall: 1}}
   us-east: {{latitude: 39.04, longitude: -77.49, ipv4: [192.0.2.11]}}
 services:
   www.example.test:
