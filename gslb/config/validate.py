@@ -63,8 +63,8 @@ SERVICE_KEYS = (
     "slow_start",
 )
 VALUE_KEYS = ("value", "weight", "status")
-POOL_KEYS = ("values", "fallback")
-RULE_KEYS = ("pool", "geos", "subnets")
+POOL_KEYS = ("values", "fallback", "ttl")
+RULE_KEYS = ("pool", "pools", "geos", "subnets")
 STICKY_KEYS = ("ipv4_prefix", "ipv6_prefix")
 HEALTH_KEYS = ("agents", "quorum", "stale_after", "state_file", "local_region", "token")
 AGENT_KEYS = ("region", "url")
@@ -780,7 +780,8 @@ class _Validator:
             else:
                 vals = self.values(pd, "values", ppath, declared)
             fallback = self.get(pd, "fallback", ppath, "str", None)
-            pools[name] = Pool(name, vals, fallback, mark)
+            ttl = self.get(pd, "ttl", ppath, "int", None, lo=0, hi=604800)  # per-pool TTL
+            pools[name] = Pool(name, vals, fallback, mark, ttl=ttl)
         # fallback references and loops
         for name, pool in pools.items():
             if pool.fallback is not None and pool.fallback not in pools:
@@ -830,8 +831,14 @@ class _Validator:
                 continue
             rmark = mark_of(raw, i)
             self.keys(rd, RULE_KEYS, rpath)
-            pool = self.get(rd, "pool", rpath, "str")
-            if pool is not None and pools and pool not in pools:
+            chain = self.rule_pools(rd, rpath, pools)  # checks every name it lists
+            if "pools" in rd:
+                pool = chain[0] if chain else None
+            else:
+                pool = self.get(rd, "pool", rpath, "str")
+            if "pools" in rd:
+                pass
+            elif pool is not None and pools and pool not in pools:
                 self.err(mark_of(rd, "pool"), f"{rpath}.pool", f"undefined pool {pool!r}")
             elif pool is not None and not pools and "pools" in d:
                 self.err(mark_of(rd, "pool"), f"{rpath}.pool", f"undefined pool {pool!r}")
@@ -892,7 +899,7 @@ class _Validator:
                 )
             last_kind = max(last_kind, kind)
             if pool is not None:
-                out.append(Rule(pool, tuple(geos), tuple(subnets), rmark))
+                out.append(Rule(pool, tuple(geos), tuple(subnets), rmark, pools=tuple(chain)))
         if catch_alls == 0:
             self.err(
                 mark_of(d, "rules"),
@@ -900,6 +907,25 @@ class _Validator:
                 "rules must end with a catch-all rule (one with only `pool`)",
             )
         return tuple(out)
+
+    def rule_pools(self, rd: dict[str, Any], rpath: str, pools: dict[str, Pool]) -> list[str]:
+        """`rules[].pools: [uk, fra, iad]`: a per-rule failover chain over shared pools."""
+        if "pools" not in rd:
+            return []
+        if "pool" in rd:
+            self.err(mark_of(rd, "pools"), f"{rpath}.pools", "pool and pools are alternatives")
+            return []
+        chain: list[str] = []
+        for name, pmark in self.str_list(rd, "pools", rpath):
+            if name not in pools:
+                self.err(pmark, f"{rpath}.pools", f"undefined pool {name!r}")
+            elif name in chain:
+                self.err(pmark, f"{rpath}.pools", f"pool {name!r} listed twice")
+            else:
+                chain.append(name)
+        if isinstance(rd["pools"], list) and not rd["pools"]:
+            self.err(mark_of(rd, "pools"), f"{rpath}.pools", "must not be an empty list")
+        return chain
 
     def pool_usage(
         self,
@@ -910,7 +936,7 @@ class _Validator:
         fallback_pool: str | None,
     ) -> None:
         used: set[str] = set()
-        todo = [r.pool for r in rules]
+        todo = [p for r in rules for p in (r.pools or (r.pool,))]
         if fallback_pool:
             todo.append(fallback_pool)
         while todo:

@@ -114,7 +114,20 @@ def _first_pick_decides(cands: Sequence[Candidate], service: Service) -> bool:
     return True
 
 
-Entry = Decision | _Weighted
+class _Rotating:
+    """A datacenter has more addresses than `count` shows: each query draws one rotation,
+    so every address takes its turn (the same per-query draw as the weighted policy)."""
+
+    __slots__ = ("decisions",)
+
+    def __init__(self, decisions: list[Decision]) -> None:
+        self.decisions = decisions
+
+    def pick(self, rng: random.Random) -> Decision:
+        return self.decisions[int(rng.random() * len(self.decisions)) % len(self.decisions)]
+
+
+Entry = Decision | _Weighted | _Rotating
 
 
 @dataclass(frozen=True)
@@ -510,7 +523,7 @@ class SteeringEngine:
         depends = 0  # longest client prefix the decision depends on so far
         ramps = self._ramps.get(svc.name)
         now = self._tick_now
-        ttl = transition_ttl(svc.ttl, list(ramps.values())) if ramps else svc.ttl
+        base_ttl = svc.ttl  # a pool's own ttl wins when that pool answers
         if ramps is not None and trace is not None:
             _t(trace, "ramp", _ramp_detail(ramps, now))
 
@@ -523,12 +536,13 @@ class SteeringEngine:
                 depends = max(depends, P.subnet_scope(svc.rules, addr_int, version, prefix))
             if use_client and comp.has_geos and location is not None:
                 depends = max(depends, location.prefix_len)
+            chain = P.rule_chain(svc, match.rule)
             if trace is not None:
-                _t(trace, "rules", f"rule #{match.index} ({match.why}) -> pool {match.rule.pool}")
-            chain = P.pool_chain(svc, match.rule.pool)
+                names = " -> ".join(p.name for p in chain)
+                _t(trace, "rules", f"rule #{match.index} ({match.why}) -> pools {names}")
             initial = P.pool_candidates(chain[0], dcs)
             selected = None
-            for pool in chain:
+            for i, pool in enumerate(chain):
                 healthy = self._admit(
                     P.health_filter(P.pool_candidates(pool, dcs), snap, svc.unknown_is), ramps
                 )
@@ -537,10 +551,11 @@ class SteeringEngine:
                     _t(trace, "health", f"pool {pool.name}: {detail}", healthy)
                 if healthy:
                     selected = healthy
+                    if pool.ttl is not None:
+                        base_ttl = pool.ttl
                     break
-                if pool.fallback:
-                    if trace is not None:
-                        _t(trace, "fallback", f"pool {pool.name} all down -> pool {pool.fallback}")
+                if i + 1 < len(chain) and trace is not None:
+                    _t(trace, "fallback", f"pool {pool.name} all down -> pool {chain[i + 1].name}")
         elif svc.tiers:
             tiers = comp.tier_cands
             initial = list(tiers[0])
@@ -563,6 +578,8 @@ class SteeringEngine:
             selected = self._admit(P.health_filter(initial, snap, svc.unknown_is), ramps) or None
             if trace is not None:
                 _t(trace, "health", _health_detail(initial, selected or []), selected or [])
+
+        ttl = transition_ttl(base_ttl, list(ramps.values())) if ramps else base_ttl
 
         # 2. everything down: the service's explicit choice
         if selected is None:
@@ -650,6 +667,22 @@ class SteeringEngine:
                 _t(trace, "ramp", f"client point {point:.3f}: {_names(ordered)}", ordered)
         if trace is not None:
             _t(trace, "count", f"up to {svc.count} per family: {', '.join(v4 + v6) or 'none'}")
+        turns = P.rotations_needed(ordered, svc.count, svc.types)
+        if turns > 1:
+            if trace is not None:
+                _t(trace, "rotate", f"{turns} rotations of the address lists, one per query")
+            return _Rotating(
+                [
+                    make_decision(
+                        "answer",
+                        *P.take_count(ordered, svc.count, svc.types, r),
+                        ttl,
+                        depends,
+                        False,
+                    )
+                    for r in range(turns)
+                ]
+            )
         return make_decision("answer", used, v4, v6, ttl, depends, ramps is None)
 
     # -- explain ----------------------------------------------------------------------------------
@@ -682,6 +715,8 @@ def _answer_key(entry: object) -> Hashable:
     """Entries with equal keys give the same records: an answer map merges their ranges."""
     if isinstance(entry, Decision):
         return (entry.key, entry.datacenters)
+    if isinstance(entry, _Rotating):
+        return ("rotate", tuple((d.key, d.datacenters) for d in entry.decisions))
     assert isinstance(entry, _Weighted)
     return ("weighted", tuple((c.name, c.weight) for c in entry.cands))
 
@@ -689,6 +724,8 @@ def _answer_key(entry: object) -> Hashable:
 def _with_scope(entry: Entry, scope: int) -> Entry:
     if isinstance(entry, Decision):
         return replace(entry, scope_prefix=scope)
+    if isinstance(entry, _Rotating):
+        return _Rotating([replace(d, scope_prefix=scope) for d in entry.decisions])
     return _Weighted(entry.cands, entry.service, scope, entry.ttl)
 
 

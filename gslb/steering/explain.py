@@ -23,7 +23,7 @@ def service_datacenters(service: Service) -> list[tuple[str, int, str]]:
     for tier in service.tiers:
         values.extend(tier)
     for rule in service.rules:
-        for pool in P.pool_chain(service, rule.pool):
+        for pool in P.rule_chain(service, rule):
             values.extend(pool.values)
     if service.fallback_pool:
         values.extend(service.pools[service.fallback_pool].values)
@@ -46,7 +46,7 @@ def explain_decision(
     trace: list[dict[str, Any]] = []
     engine._plan(comp, location, address, prefix, snap, trace)
 
-    if decision.outcome == "answer" and trace and trace[-1]["step"] == "weighted":
+    if decision.outcome == "answer" and trace and trace[-1]["step"] in ("weighted", "rotate"):
         # The weighted step draws per query; show what this query's draw gave.
         trace.append(
             {

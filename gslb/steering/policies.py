@@ -77,6 +77,16 @@ def _cand(v: PoolValue, dcs: Mapping[str, Datacenter]) -> Candidate:
     return Candidate(dcs[v.datacenter], v.weight, v.status)
 
 
+def rule_chain(service: Service, rule: Rule) -> list[Pool]:
+    """A rule's pools in failover order: its `pools` list, then the last one's fallbacks; or
+    its `pool` and that pool's fallbacks."""
+    if not rule.pools:
+        return pool_chain(service, rule.pool)
+    chain = [service.pools[name] for name in rule.pools[:-1]]
+    seen = {p.name for p in chain}
+    return chain + [p for p in pool_chain(service, rule.pools[-1]) if p.name not in seen]
+
+
 def pool_chain(service: Service, first: str) -> list[Pool]:
     """The pool and its fallbacks in order (validation forbids loops; stop on one anyway)."""
     chain: list[Pool] = []
@@ -259,11 +269,33 @@ def sticky_key(address: bytes, prefix: int, sticky_prefix: int) -> tuple[bytes, 
 # -- count ------------------------------------------------------------------------------------
 
 
+def rotations_needed(ordered: Sequence[Candidate], count: int, types: Sequence[str]) -> int:
+    """How many distinct rotations of the datacenters' address lists an answer of `count`
+    can show: 1 when every address fits, else the longest list truncated (at most 16)."""
+    used, _, _ = take_count(ordered, count, types)
+    longest = 1
+    for c in ordered:
+        if c.name not in used:
+            continue
+        for family, want in ((c.dc.ipv4, "A" in types), (c.dc.ipv6, "AAAA" in types)):
+            if want and len(family) > count:
+                longest = max(longest, len(family))
+    return min(longest, 16)
+
+
+def _rotated(addresses: tuple[str, ...], rotation: int) -> tuple[str, ...]:
+    if rotation == 0 or len(addresses) < 2:
+        return addresses
+    k = rotation % len(addresses)
+    return addresses[k:] + addresses[:k]
+
+
 def take_count(
-    ordered: Sequence[Candidate], count: int, types: Sequence[str]
+    ordered: Sequence[Candidate], count: int, types: Sequence[str], rotation: int = 0
 ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     """Up to `count` addresses per family, walking the ordered datacenters; a datacenter
-    without an address of a family is skipped for that family only."""
+    without an address of a family is skipped for that family only. `rotation` starts each
+    datacenter's address list further on, so all its addresses take turns."""
     v4: list[str] = []
     v6: list[str] = []
     used: list[str] = []
@@ -272,10 +304,10 @@ def take_count(
     for c in ordered:
         took = False
         if want4 and len(v4) < count and c.dc.ipv4:
-            v4.extend(c.dc.ipv4[: count - len(v4)])
+            v4.extend(_rotated(c.dc.ipv4, rotation)[: count - len(v4)])
             took = True
         if want6 and len(v6) < count and c.dc.ipv6:
-            v6.extend(c.dc.ipv6[: count - len(v6)])
+            v6.extend(_rotated(c.dc.ipv6, rotation)[: count - len(v6)])
             took = True
         if took:
             used.append(c.name)

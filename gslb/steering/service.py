@@ -40,6 +40,7 @@ class Pool:
     values: tuple[PoolValue, ...]
     fallback: str | None = None  # pool used when every value here is down
     mark: Mark | None = None
+    ttl: int | None = None  # answers from this pool use this TTL instead of the service's
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ class Rule:
     geos: tuple[str, ...] = ()  # octoDNS style: "EU", "NA-US", "NA-US-CA"
     subnets: tuple[Network, ...] = ()
     mark: Mark | None = None
+    # `pools: [uk, fra, iad]`: a failover chain over shared pools (then `pool` is the first).
+    pools: tuple[str, ...] = ()
 
     @property
     def catch_all(self) -> bool:

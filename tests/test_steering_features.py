@@ -1,0 +1,106 @@
+"""Smaller steering features: per-rule failover chains, per-pool TTL, address rotation."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from gslb.errors import ConfigError
+
+from .test_steering_support import config_from, harness
+
+CHAINS = """
+chain.example.test:
+  policy: geolocation
+  pools:
+    uk: {values: [eu-west], ttl: 120}
+    fra: {values: [us-east]}
+    iad: {values: [sa-east]}
+    rest: {values: [ap-northeast]}
+  rules:
+    - geos: [EU]
+      pools: [uk, fra, iad]
+    - geos: [NA]
+      pools: [fra, uk]
+    - pool: rest
+  on_all_down: servfail
+"""
+
+
+def test_rule_pools_are_a_failover_chain_over_shared_pools():
+    with harness(config_from(CHAINS)) as h:
+        d = h.decide("chain.example.test", "127.2.0.1")  # Frankfurt: EU
+        assert (d.datacenters, d.ttl) == (("eu-west",), 120)  # the uk pool's own TTL
+        h.set_health({"eu-west": "down"})
+        d = h.decide("chain.example.test", "127.2.0.1")
+        assert (d.datacenters, d.ttl) == (("us-east",), 30)  # fra: the service TTL
+        h.set_health({"eu-west": "down", "us-east": "down"})
+        assert h.decide("chain.example.test", "127.2.0.1").datacenters == ("sa-east",)
+        # The NA rule shares the same pools in another order.
+        h.set_health({"us-east": "down"})
+        assert h.decide("chain.example.test", "127.1.0.1").datacenters == ("eu-west",)
+        h.set_health({"eu-west": "down", "us-east": "down", "sa-east": "down"})
+        assert h.decide("chain.example.test", "127.2.0.1").outcome == "servfail"
+
+
+@pytest.mark.parametrize(
+    "rule, message",
+    [
+        ("{geos: [EU], pools: [uk, nope]}", "undefined pool 'nope'"),
+        ("{geos: [EU], pools: [uk, uk]}", "pool 'uk' listed twice"),
+        ("{geos: [EU], pool: uk, pools: [uk]}", "pool and pools are alternatives"),
+        ("{geos: [EU], pools: []}", "must not be an empty list"),
+    ],
+)
+def test_rule_pools_are_validated(rule, message):
+    svc = f"""
+    bad.example.test:
+      policy: geolocation
+      pools:
+        uk: {{values: [eu-west]}}
+        rest: {{values: [us-east]}}
+      rules:
+        - {rule}
+        - pool: rest
+      on_all_down: fail_open
+    """
+    with pytest.raises(ConfigError) as exc:
+        config_from(svc)
+    assert message in str(exc.value)
+    assert "rules[0].pools" in str(exc.value)
+
+
+ROTATE = """
+rot.example.test:
+  policy: geoproximity
+  datacenters: [many, us-east]
+  types: [A]
+  count: 2
+  on_all_down: fail_open
+"""
+MANY = """
+datacenters:
+  many: {latitude: 53.35, longitude: -6.26, ipv4: [192.0.2.1, 192.0.2.2, 192.0.2.3, 192.0.2.4]}
+  us-east: {latitude: 39.04, longitude: -77.49, ipv4: [192.0.2.11]}
+"""
+
+
+def test_addresses_rotate_when_count_is_smaller_than_the_list():
+    with harness(config_from(ROTATE, datacenters=MANY)) as h:
+        seen = Counter()
+        for _ in range(400):
+            d = h.decide("rot.example.test", "127.2.0.1")
+            assert len(d.ipv4) == 2 and not d.deterministic
+            assert d.datacenters == ("many",)
+            seen.update(d.ipv4)
+        # Every address takes its turn, about equally (each answer shows two of the four).
+        assert set(seen) == {"192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"}
+        assert min(seen.values()) > 400 * 2 / 4 * 0.7
+
+
+def test_no_rotation_when_every_address_fits():
+    svc = ROTATE.replace("count: 2", "count: 4")
+    with harness(config_from(svc, datacenters=MANY)) as h:
+        d = h.decide("rot.example.test", "127.2.0.1")
+        assert d.deterministic and len(d.ipv4) == 4
