@@ -44,12 +44,12 @@ EU = "192.0.2.21"
 
 
 class Node:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, template: str = CONFIG) -> None:
         self.dns_port, self.admin_port, self.check_port = free_ports(3)
         self.listener: socket.socket | None = None
         self.listen()
         config = tmp / "gslb.yaml"
-        config.write_text(CONFIG.format(geoip=GEOIP, check=self.check_port))
+        config.write_text(template.format(geoip=GEOIP, check=self.check_port))
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -99,9 +99,9 @@ class Node:
                 chosen.add(net)
         return len(chosen) / len(CLIENTS), chosen, ttl
 
-    def override(self, *args: str) -> None:
+    def override(self, *args: str, target: str = "eu-west") -> None:
         admin = f"http://127.0.0.1:{self.admin_port}"
-        cmd = [sys.executable, "-m", "gslb.cli", "health", "override", "eu-west", *args]
+        cmd = [sys.executable, "-m", "gslb.cli", "health", "override", target, *args]
         subprocess.run([*cmd, "--admin", admin], check=True, capture_output=True, timeout=30)
 
     def wait_share(self, want: float, deadline_s: float = 20) -> None:
@@ -166,3 +166,50 @@ def test_slow_start_after_a_failed_check_recovers(node: Node) -> None:
     node.listen()
     samples = _follow(node, 1.0, rising=True)
     assert any(0 < s < 1 for s in samples), samples
+
+
+SPILL = """\
+geoip: {geoip}
+datacenters:
+  fra: {{latitude: 50.11, longitude: 8.68, ipv4: [192.0.2.1], capacity: 100,
+         check: {{type: tcp, host: 127.0.0.1, port: {check}, interval: 0.3, timeout: 0.2}}}}
+  ams: {{latitude: 52.37, longitude: 4.90, ipv4: [192.0.2.2], capacity: 300}}
+  par: {{latitude: 48.86, longitude: 2.35, ipv4: [192.0.2.3], capacity: 100}}
+  lon: {{latitude: 51.51, longitude: -0.13, ipv4: [192.0.2.4], capacity: 100}}
+  iad: {{latitude: 39.04, longitude: -77.49, ipv4: [192.0.2.5], capacity: 1000}}
+services:
+  www.example.test:
+    policy: geoproximity
+    spillover: 3
+    types: [A]
+    datacenters: [fra, ams, par, lon, iad]
+    on_all_down: fail_open
+rrl: {{enabled: false}}
+"""
+NAMES = {"192.0.2.1": "fra", "192.0.2.2": "ams", "192.0.2.3": "par", "192.0.2.4": "lon"}
+
+
+def test_spillover_through_a_running_node(tmp_path: Path) -> None:
+    node = Node(tmp_path, SPILL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if {node.ask(net)[0] for net in CLIENTS} == {"192.0.2.1"}:
+                    break
+            except (dns.exception.Timeout, OSError, IndexError):
+                pass
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        node.override("--down", "--reason", "drill", target="fra")
+        deadline = time.monotonic() + 20
+        while "192.0.2.1" in {node.ask(net)[0] for net in CLIENTS[:8]}:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        first = {net: NAMES[node.ask(net)[0]] for net in CLIENTS}
+        split = {dc: sum(1 for v in first.values() if v == dc) for dc in set(first.values())}
+        assert set(split) == {"ams", "par", "lon"}  # the 3 nearest healthy, not just one
+        assert split["ams"] > split["par"] and split["ams"] > split["lon"]  # 300 vs 100
+        assert {net: NAMES[node.ask(net)[0]] for net in CLIENTS} == first  # no flapping
+    finally:
+        node.stop()

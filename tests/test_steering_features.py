@@ -104,3 +104,59 @@ def test_no_rotation_when_every_address_fits():
     with harness(config_from(svc, datacenters=MANY)) as h:
         d = h.decide("rot.example.test", "127.2.0.1")
         assert d.deterministic and len(d.ipv4) == 4
+
+
+SPILL = """
+sp.example.test:
+  policy: geoproximity
+  spillover: 3
+  types: [A]
+  datacenters: [fra, ams, par, lon, iad]
+  on_all_down: fail_open
+"""
+EUROPE = """
+datacenters:
+  fra: {latitude: 50.11, longitude: 8.68, ipv4: [192.0.2.1], capacity: 100}
+  ams: {latitude: 52.37, longitude: 4.90, ipv4: [192.0.2.2], capacity: 300}
+  par: {latitude: 48.86, longitude: 2.35, ipv4: [192.0.2.3], capacity: 100}
+  lon: {latitude: 51.51, longitude: -0.13, ipv4: [192.0.2.4], capacity: 100}
+  iad: {latitude: 39.04, longitude: -77.49, ipv4: [192.0.2.5], capacity: 1000}
+"""
+FRANKFURT = [f"127.2.{i}.1" for i in range(256)]
+
+
+def _split(h, clients):
+    return Counter(h.decide("sp.example.test", c, 24).datacenters[0] for c in clients)
+
+
+def test_spillover_spreads_a_failed_datacenters_clients_by_headroom():
+    with harness(config_from(SPILL, datacenters=EUROPE)) as h:
+        assert _split(h, FRANKFURT) == {"fra": 256}
+        h.set_health({"fra": "down"})
+        before = {c: h.decide("sp.example.test", c, 24).datacenters[0] for c in FRANKFURT}
+        split = Counter(before.values())
+        # The 3 nearest healthy (ams, par, lon) by capacity 300:100:100; iad gets none.
+        assert set(split) == {"ams", "par", "lon"}
+        assert split["ams"] / 256 == pytest.approx(0.6, abs=0.1)
+        d = h.decide("sp.example.test", FRANKFURT[0], 24)
+        assert d.scope_prefix == 24  # the split is per client network
+        # Consistent: asking again (a new health epoch, same health) moves nobody.
+        h.set_health({"fra": "down", "iad": "up"})
+        again = {c: h.decide("sp.example.test", c, 24).datacenters[0] for c in FRANKFURT}
+        assert again == before
+        # Paris reports load at its capacity: no headroom, its share moves to the others.
+        from gslb.health.snapshot import TargetHealth
+
+        h.set_health({"fra": "down", "par": TargetHealth("up", load=100.0)})
+        loaded = {c: h.decide("sp.example.test", c, 24).datacenters[0] for c in FRANKFURT}
+        assert "par" not in loaded.values()
+        # Only Paris's clients moved.
+        assert all(loaded[c] == before[c] for c in FRANKFURT if before[c] != "par")
+
+
+def test_spillover_leaves_clients_of_healthy_datacenters_alone():
+    with harness(config_from(SPILL, datacenters=EUROPE)) as h:
+        h.set_health({"fra": "down"})
+        # London clients' nearest is lon, which is up: no spread, wide scope from the map.
+        d = h.decide("sp.example.test", "127.10.0.1", 24)
+        assert d.datacenters == ("lon",) and d.scope_prefix <= 16

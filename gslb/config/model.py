@@ -49,6 +49,7 @@ class Datacenter:
     check: Check | None = None
     mark: Mark | None = None
     slow_start: float = 0.0  # seconds a recovered datacenter takes to reach its full share
+    capacity: float = 0.0  # requests/s it can take (0: undeclared); spillover uses headroom
 
 
 @dataclass(frozen=True)

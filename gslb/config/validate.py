@@ -30,7 +30,17 @@ from .yaml_loader import MarkedDict, load_yaml_file, load_yaml_text, mark_of
 # Top-level sections owned by other parts of gslb: accepted and passed through in Config.extra.
 PASS_THROUGH = ("dns", "rrl", "cookies", "acl", "admin", "proxy")
 TOP_KEYS = ("geoip", "geoip_cache_size", "datacenters", "services", "health", *PASS_THROUGH)
-DC_KEYS = ("region", "latitude", "longitude", "ipv4", "ipv6", "bias", "check", "slow_start")
+DC_KEYS = (
+    "region",
+    "latitude",
+    "longitude",
+    "ipv4",
+    "ipv6",
+    "bias",
+    "check",
+    "slow_start",
+    "capacity",
+)
 CHECK_KEYS = (
     "type",
     "host",
@@ -61,6 +71,7 @@ SERVICE_KEYS = (
     "rules",
     "sticky",
     "slow_start",
+    "spillover",
 )
 VALUE_KEYS = ("value", "weight", "status")
 POOL_KEYS = ("values", "fallback", "ttl")
@@ -374,6 +385,7 @@ class _Validator:
         if "check" in d:
             check = self.check(d["check"], mark_of(d, "check"), f"{path}.check")
         slow_start = self.duration(d, "slow_start", path)  # steering: DNS-level slow start
+        capacity = self.get(d, "capacity", path, "float", 0.0, lo=0, hi=1e12)  # spillover
         if lat is None or lon is None:
             return None
         return Datacenter(
@@ -387,6 +399,7 @@ class _Validator:
             check=check,
             mark=mark,
             slow_start=slow_start or 0.0,
+            capacity=capacity or 0.0,
         )
 
     def duration(self, d: dict[str, Any], key: str, path: str) -> float | None:
@@ -606,6 +619,9 @@ class _Validator:
 
         self.pool_usage(d, path, pools, rules, fallback_pool)
         slow_start = self.duration(d, "slow_start", path)  # steering: DNS-level slow start
+        spillover = self.get(d, "spillover", path, "int", 0, lo=0, hi=16)  # steering
+        if spillover and policy and "geoproximity" not in policy:
+            self.err(mark_of(d, "spillover"), f"{path}.spillover", "spillover needs geoproximity")
 
         if len(self.reasons) != n_before or on_all_down is None or policy is None:
             return None
@@ -626,6 +642,7 @@ class _Validator:
             sticky_ipv6_prefix=sticky6 if sticky6 is not None else 56,
             mark=mark,
             slow_start=slow_start,
+            spillover=spillover or 0,
         )
 
     def types(self, d: dict[str, Any], path: str) -> tuple[str, ...]:

@@ -199,7 +199,7 @@ def apply_overrides(
         else:
             since = th.since if override is None else wall
         out[name] = TargetHealth(
-            th.state, th.reason, th.regions, since, th.drain_from, th.drain_until
+            th.state, th.reason, th.regions, since, th.drain_from, th.drain_until, th.load
         )
     return out
 

@@ -25,6 +25,9 @@ class TargetHealth:
     # (wall times). Steering ramps the target out over the window (gslb/steering/ramp.py).
     drain_from: float = 0.0
     drain_until: float = 0.0
+    # Load reported with health by the datacenter's regional proxy (requests/s), None when
+    # nothing reports it; spillover weighs datacenters by capacity - load.
+    load: float | None = None
 
 
 @dataclass(frozen=True)

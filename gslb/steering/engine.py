@@ -260,11 +260,17 @@ class SteeringEngine:
             if mapped is not None:
                 self._store(key, mapped)
                 return mapped
-            provisional = self._scope_mode != "off" and comp.service.name not in self._ramps
+            maps = self._maps
+            provisional = (
+                self._scope_mode != "off"
+                and comp.service.name not in self._ramps
+                and (maps is None or maps[0] is not snap)
+            )
         location = self._locate(comp, address, prefix)
         entry: Entry | None = None
         net_key: Hashable | None = None
-        ramping = comp.service.name in self._ramps  # then the client network matters too
+        # In a ramp or a spillover the client network matters too, not just its place.
+        ramping = comp.service.name in self._ramps or comp.service.spillover > 1
         if comp.uses_location and not comp.uses_client and location is not None and not ramping:
             # The decision depends only on what the database says about the client and on
             # how long its network is (the ECS scope): every GeoIP network with the same
@@ -369,6 +375,15 @@ class SteeringEngine:
             for svc, found in self._ramps.items()
         }
 
+    @staticmethod
+    def _headroom(dc: Datacenter, snap: HealthSnapshot) -> float:
+        """capacity - reported load; capacity alone without a report; 1 when undeclared."""
+        if dc.capacity <= 0:
+            return 1.0
+        th = snap.targets.get(dc.name)
+        load = th.load if th is not None and th.load is not None else 0.0
+        return max(0.0, dc.capacity - load)
+
     def _admit(
         self, cands: list[Candidate], ramps: Mapping[str, Transition] | None
     ) -> list[Candidate]:
@@ -433,8 +448,11 @@ class SteeringEngine:
                 if ranges is None:
                     continue
 
-                def plan(loc: Location, comp: _Compiled = comp) -> object:
-                    return self._plan(comp, loc, bytes(4), 32, snap, None)
+                def plan(loc: Location, comp: _Compiled = comp) -> object | None:
+                    entry = self._plan(comp, loc, bytes(4), 32, snap, None)
+                    # A place whose answer hashes the client network (spillover) has no
+                    # one answer: the per-network path answers it.
+                    return None if _entry_scope(entry) > 0 else entry
 
                 maps[comp.service.name] = AnswerMap(ranges, plan, _answer_key)
             self._maps = (snap, maps)
@@ -665,6 +683,25 @@ class SteeringEngine:
                 used, v4, v6 = P.take_count(ordered, svc.count, svc.types)
             if point is not None and trace is not None:
                 _t(trace, "ramp", f"client point {point:.3f}: {_names(ordered)}", ordered)
+        if svc.spillover > 1 and ordering == "geoproximity" and location is not None:
+            nearest = P.geoproximity(initial, location)[0]
+            if nearest and nearest[0].name not in {c.name for c in ordered}:
+                # Its nearest datacenter is down or draining for this client: spread.
+                hash_prefix = svc.sticky_ipv4_prefix if version == 4 else svc.sticky_ipv6_prefix
+                client_key, plen = P.sticky_key(address, prefix, hash_prefix)
+                depends = max(depends, plen)
+                room = {c.name: self._headroom(c.dc, snap) for c in ordered[: svc.spillover]}
+                ordered = P.spill(ordered, svc.spillover, room, client_key)
+                used, v4, v6 = P.take_count(ordered, svc.count, svc.types)
+                if trace is not None:
+                    split = ", ".join(f"{n} {r:g}" for n, r in room.items())
+                    _t(
+                        trace,
+                        "spillover",
+                        f"{nearest[0].name} unavailable: spread over headroom {split};"
+                        f" client /{plen} -> {ordered[0].name}",
+                        ordered,
+                    )
         if trace is not None:
             _t(trace, "count", f"up to {svc.count} per family: {', '.join(v4 + v6) or 'none'}")
         turns = P.rotations_needed(ordered, svc.count, svc.types)
@@ -709,6 +746,14 @@ def _ramp_detail(ramps: Mapping[str, Transition], now: float) -> str:
             f" share {t.share(now):.2f}"
         )
     return "; ".join(parts) + " (answers live one step: shorter TTL)"
+
+
+def _entry_scope(entry: Entry) -> int:
+    if isinstance(entry, Decision):
+        return entry.scope_prefix
+    if isinstance(entry, _Rotating):
+        return entry.decisions[0].scope_prefix
+    return entry.scope
 
 
 def _answer_key(entry: object) -> Hashable:

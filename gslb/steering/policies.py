@@ -10,7 +10,7 @@ import hashlib
 import math
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from ..config.model import Datacenter
@@ -264,6 +264,23 @@ def sticky_key(address: bytes, prefix: int, sticky_prefix: int) -> tuple[bytes, 
     value = int.from_bytes(address, "big")
     value = value >> (bits - plen) << (bits - plen) if plen else 0
     return value.to_bytes(len(address), "big") + bytes([plen]), plen
+
+
+def spill(
+    ordered: Sequence[Candidate], k: int, headroom: Mapping[str, float], client_key: bytes
+) -> list[Candidate]:
+    """Clients whose nearest datacenter is down or draining: spread over the k nearest
+    healthy ones in proportion to their headroom, by weighted rendezvous hashing of the
+    client network, so a client keeps its datacenter while headroom holds."""
+    near = list(ordered[:k])
+    if len(near) < 2:
+        return list(ordered)
+    weights = [max(0.0, headroom.get(c.name, 1.0)) for c in near]
+    if not any(weights):
+        weights = [1.0] * len(near)
+    scaled = [replace(c, weight=w) for c, w in zip(near, weights, strict=True) if w > 0]
+    pick = sticky_order(scaled, client_key)[0]
+    return [c for c in ordered if c.name == pick.name] + [c for c in ordered if c.name != pick.name]
 
 
 # -- count ------------------------------------------------------------------------------------

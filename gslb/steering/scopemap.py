@@ -31,7 +31,7 @@ from . import policies as P
 from .service import Service
 
 # A class's plan (the engine's Entry: a Decision or a weighted plan) and its answer identity.
-Plan = Callable[[Location], object]
+Plan = Callable[[Location], object | None]  # None: no single answer for this class
 AnswerKey = Callable[[object], Hashable]
 
 
@@ -125,6 +125,9 @@ class AnswerMap:
         class_answer: list[int] = []
         for loc in ranges.representatives:
             entry = plan(loc)  # services with scope maps have no subnet rules: family-blind
+            if entry is None:
+                class_answer.append(UNMAPPED)
+                continue
             key = answer_key(entry)
             aid = keys.get(key)
             if aid is None:

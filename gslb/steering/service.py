@@ -81,6 +81,9 @@ class Service:
     sticky_ipv6_prefix: int = 56
     mark: Mark | None = None
     slow_start: float | None = None  # seconds; overrides each datacenter's slow_start
+    # Clients of a down or draining nearest datacenter spread over the k nearest healthy
+    # ones by headroom (0: all go to the next nearest).
+    spillover: int = 0
 
     @property
     def ordering(self) -> str | None:
