@@ -148,7 +148,7 @@ def match_rules(
 def _contains(net: object, address: int) -> bool:
     n = int(net.network_address)  # type: ignore[attr-defined]
     shift = net.max_prefixlen - net.prefixlen  # type: ignore[attr-defined]
-    return (address >> shift) == (n >> shift)
+    return bool((address >> shift) == (n >> shift))
 
 
 def subnet_scope(rules: Sequence[Rule], address: int, version: int, prefix: int) -> int:
