@@ -213,3 +213,23 @@ def test_spillover_through_a_running_node(tmp_path: Path) -> None:
         assert {net: NAMES[node.ask(net)[0]] for net in CLIENTS} == first  # no flapping
     finally:
         node.stop()
+
+
+MANUAL = CONFIG.replace("    slow_start: 4s\n", "    failback: manual\n")
+
+
+def test_manual_failback_waits_for_the_operator(tmp_path: Path) -> None:
+    node = Node(tmp_path, MANUAL)
+    try:
+        node.wait_share(1.0)
+        node.fail()
+        node.wait_share(0.0)
+        node.listen()  # the check passes again...
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            assert node.share()[0] == 0.0  # ...but eu-west stays out
+            time.sleep(0.1)
+        node.override("--clear", "--reason", "checked by hand")
+        node.wait_share(1.0)
+    finally:
+        node.stop()

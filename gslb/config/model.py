@@ -50,6 +50,7 @@ class Datacenter:
     mark: Mark | None = None
     slow_start: float = 0.0  # seconds a recovered datacenter takes to reach its full share
     capacity: float = 0.0  # requests/s it can take (0: undeclared); spillover uses headroom
+    failback: str = "auto"  # "manual": after going down, back only when an operator clears it
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ DC_KEYS = (
     "check",
     "slow_start",
     "capacity",
+    "failback",
 )
 CHECK_KEYS = (
     "type",
@@ -386,6 +387,7 @@ class _Validator:
             check = self.check(d["check"], mark_of(d, "check"), f"{path}.check")
         slow_start = self.duration(d, "slow_start", path)  # steering: DNS-level slow start
         capacity = self.get(d, "capacity", path, "float", 0.0, lo=0, hi=1e12)  # spillover
+        failback = self.get(d, "failback", path, "str", "auto", choices=("auto", "manual"))
         if lat is None or lon is None:
             return None
         return Datacenter(
@@ -400,6 +402,7 @@ class _Validator:
             mark=mark,
             slow_start=slow_start or 0.0,
             capacity=capacity or 0.0,
+            failback=failback or "auto",
         )
 
     def duration(self, d: dict[str, Any], key: str, path: str) -> float | None:

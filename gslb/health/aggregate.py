@@ -204,6 +204,25 @@ def apply_overrides(
     return out
 
 
+MANUAL_FAILBACK = "failback manual: went down; returns when an operator clears this override"
+
+
+def manual_failback_overrides(
+    checks: Mapping[str, TargetHealth],
+    overrides: Mapping[str, Override],
+    manual: Iterable[str],
+    wall: float,
+) -> dict[str, Override]:
+    """`failback: manual` targets that the checks now call down and no override holds yet: an
+    override down for each, so that recovering does not bring them back by itself (only an
+    operator clearing the override does; the override machinery persists and shows it)."""
+    return {
+        name: Override("down", MANUAL_FAILBACK, wall)
+        for name in manual
+        if name not in overrides and (th := checks.get(name)) is not None and th.state == "down"
+    }
+
+
 def aggregate(
     reports: Mapping[str, RegionReport | tuple[float, Mapping[str, State]]],
     now: float,

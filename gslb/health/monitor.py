@@ -26,6 +26,7 @@ from .aggregate import (
     aggregate_checks,
     apply_overrides,
     describe_quorum,
+    manual_failback_overrides,
 )
 from .checks import Checker, targets_from_config, unchecked_targets
 from .follower import AgentFollower
@@ -280,6 +281,12 @@ class HealthMonitor:
             unchecked=unchecked,
             wall=wall,
         )
+        manual = [n for n, dc in self.config.datacenters.items() if dc.failback == "manual"]
+        latched = manual_failback_overrides(checks, self._overrides, manual, wall)
+        if latched:
+            self._overrides.update(latched)
+            log.warning("failback manual: holding %s down", ", ".join(sorted(latched)))
+            self._save()
         final = apply_overrides(checks, self._known_overrides(), self._final, wall)
         self._checks = checks
         holding = {t for t, h in checks.items() if h.reason.startswith(NO_FRESH)}
