@@ -51,6 +51,7 @@ class Datacenter:
     slow_start: float = 0.0  # seconds a recovered datacenter takes to reach its full share
     capacity: float = 0.0  # requests/s it can take (0: undeclared); spillover uses headroom
     failback: str = "auto"  # "manual": after going down, back only when an operator clears it
+    cname: str | None = None  # a target that is a name (CDN): answered as a CNAME, no addresses
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ DC_KEYS = (
     "slow_start",
     "capacity",
     "failback",
+    "cname",
 )
 CHECK_KEYS = (
     "type",
@@ -136,6 +137,9 @@ def normalize_name(name: str) -> str:
 def _reason_order(r: Reason) -> tuple[str, int, int]:
     m = r.mark
     return (m.file, m.line, m.column) if m else ("", 0, 0)
+
+
+_CNAME_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 
 
 def _is_int(x: Any) -> bool:
@@ -380,8 +384,11 @@ class _Validator:
         bias = self.get(d, "bias", path, "float", 0.0, lo=-99, hi=99)
         ipv4 = self.addresses(d, "ipv4", path, 4)
         ipv6 = self.addresses(d, "ipv6", path, 6)
-        if "ipv4" not in d and "ipv6" not in d:
-            self.err(mark_of(d), path, "a datacenter needs at least one of ipv4, ipv6")
+        cname = self.cname_target(d, path)  # steering: a datacenter target may be a name
+        if cname is not None and ("ipv4" in d or "ipv6" in d):
+            self.err(mark_of(d, "cname"), f"{path}.cname", "cname and ipv4/ipv6 are alternatives")
+        elif "ipv4" not in d and "ipv6" not in d and "cname" not in d:
+            self.err(mark_of(d), path, "a datacenter needs at least one of ipv4, ipv6, cname")
         check = None
         if "check" in d:
             check = self.check(d["check"], mark_of(d, "check"), f"{path}.check")
@@ -403,7 +410,20 @@ class _Validator:
             slow_start=slow_start or 0.0,
             capacity=capacity or 0.0,
             failback=failback or "auto",
+            cname=cname,
         )
+
+    def cname_target(self, d: dict[str, Any], path: str) -> str | None:
+        """`cname: cdn.example.net`: an absolute host name (the trailing dot is optional)."""
+        text = self.get(d, "cname", path, "str", None)
+        if text is None:
+            return None
+        name = text.strip().lower().rstrip(".") + "."
+        labels = name[:-1].split(".")
+        if len(name) > 254 or not all(_CNAME_LABEL.match(label) for label in labels):
+            self.err(mark_of(d, "cname"), f"{path}.cname", f"not a host name: {text!r}")
+            return None
+        return name
 
     def duration(self, d: dict[str, Any], key: str, path: str) -> float | None:
         """Steering durations (slow_start): seconds as a number or "30s", "10m", "1h"."""

@@ -621,6 +621,11 @@ class Responder:
         if decision.outcome == "servfail":
             result = LookupResult(Kind.ANSWER, zone=lookup.zone, answer=list(lookup.answer))
             rcode = wire.SERVFAIL
+        elif getattr(decision, "cname", None):  # a datacenter whose target is a name
+            rrset = dns.rrset.RRset(owner, dns.rdataclass.IN, dns.rdatatype.CNAME)
+            rrset.update_ttl(decision.ttl)
+            rrset.add(dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.CNAME, decision.cname))
+            result.answer.append(rrset)
         else:
             rdtype = TYPE_AAAA if query.qtype == TYPE_AAAA else TYPE_A
             addresses = decision.ipv6 if rdtype == TYPE_AAAA else decision.ipv4

@@ -49,6 +49,8 @@ class Decision:
     # cached per client: drawn at random (weighted policy), or a provisional scope while the
     # answer maps for this health snapshot are still being built.
     deterministic: bool = True
+    # A datacenter whose target is a name (a CDN): the answer is this CNAME, no addresses.
+    cname: str | None = None
 
 
 def make_decision(
@@ -59,9 +61,10 @@ def make_decision(
     ttl: int,
     scope: int,
     deterministic: bool = True,
+    cname: str | None = None,
 ) -> Decision:
-    key = (outcome, ipv4, ipv6, ttl)
-    return Decision(outcome, datacenters, ipv4, ipv6, ttl, scope, key, deterministic)
+    key = (outcome, ipv4, ipv6, ttl, cname)
+    return Decision(outcome, datacenters, ipv4, ipv6, ttl, scope, key, deterministic, cname)
 
 
 class _Weighted:
@@ -702,6 +705,14 @@ class SteeringEngine:
                         f" client /{plen} -> {ordered[0].name}",
                         ordered,
                     )
+        if ordered and ordered[0].dc.cname:
+            # The first choice is a name: a CNAME cannot stand beside addresses, so it alone.
+            target = ordered[0].dc.cname
+            if trace is not None:
+                _t(trace, "cname", f"{ordered[0].name} is a name: CNAME {target}", ordered[:1])
+            return make_decision(
+                "answer", (ordered[0].name,), (), (), ttl, depends, ramps is None, target
+            )
         if trace is not None:
             _t(trace, "count", f"up to {svc.count} per family: {', '.join(v4 + v6) or 'none'}")
         turns = P.rotations_needed(ordered, svc.count, svc.types)
