@@ -4,7 +4,9 @@ start after a real check failure. Answers are read over UDP with ECS."""
 
 from __future__ import annotations
 
+import json
 import socket
+import urllib.request
 import subprocess
 import sys
 import time
@@ -152,6 +154,11 @@ def _follow(node: Node, until: float, rising: bool) -> list[float]:
 
 def test_drain_ramps_out_then_slow_start_after_clear(node: Node) -> None:
     node.override("--drain", "4s", "--reason", "drill")
+    node.share()  # the engine notices the new snapshot on a query
+    with urllib.request.urlopen(f"http://127.0.0.1:{node.admin_port}/status", timeout=10) as r:
+        status = json.load(r)
+    ramp = status["services"][0]["transitions"]["eu-west"]  # what the status page shows
+    assert ramp["kind"] == "drain" and 0 <= ramp["share"] <= 1
     samples = _follow(node, 0.0, rising=False)
     assert any(0 < s < 1 for s in samples), samples  # a ramp, not a switch
     assert node.ask(CLIENTS[0])[1] == 60  # the drain is over: back to the full TTL

@@ -124,6 +124,9 @@ class NodeStatus:
                     }
                 )
         services = []
+        steering = generation.responder.steering
+        # Slow starts and drains in force: {service: {datacenter: {kind, share, progress}}}.
+        ramps = steering.transitions() if hasattr(steering, "transitions") else {}
         if config is not None:
             for service_name, service in config.services.items():
                 services.append(
@@ -131,6 +134,7 @@ class NodeStatus:
                         "name": service_name,
                         "policy": getattr(service, "policy", ""),
                         "ttl": getattr(service, "ttl", None),
+                        "transitions": ramps.get(service_name, {}),
                     }
                 )
         zones = []
