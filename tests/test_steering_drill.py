@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 import socket
-import urllib.request
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
