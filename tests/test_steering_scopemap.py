@@ -65,3 +65,18 @@ def test_every_address_in_the_scope_network_gets_the_same_answer(seed: int) -> N
                         str(inside),
                         sorted(down),
                     )
+
+
+def test_location_index_built_in_a_child_process_equals_the_local_one(monkeypatch) -> None:
+    from gslb.geo import index as geo_index
+
+    path = load_config(EXAMPLE).geoip_path
+    assert path is not None
+    local = geo_index.LocationIndex(path)
+    monkeypatch.setattr(geo_index, "SUBPROCESS_BYTES", 0)
+    import os
+
+    child = geo_index.build_index(path, os.stat(path).st_size)
+    assert list(child.v4.starts) == list(local.v4.starts)
+    assert list(child.v4.places) == list(local.v4.places)
+    assert child.places == local.places and child.v6.starts == local.v6.starts

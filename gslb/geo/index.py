@@ -92,6 +92,24 @@ class LocationIndex:
 
 _shared: dict[tuple[str, int, int], LocationIndex] = {}
 _shared_lock = threading.Lock()
+# Walking a real City database takes tens of seconds of CPU: do it in a child process, so the
+# DNS worker's event loop does not share the interpreter lock with it (small test databases
+# are walked in place).
+SUBPROCESS_BYTES = 4 << 20
+
+
+def build_index(path: str, size: int) -> LocationIndex:
+    if size < SUBPROCESS_BYTES:
+        return LocationIndex(path)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    try:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+            return pool.submit(LocationIndex, path).result()
+    except (OSError, RuntimeError, EOFError):  # no child process here: walk in place
+        return LocationIndex(path)
 
 
 def shared_index(path: str) -> LocationIndex:
@@ -102,7 +120,7 @@ def shared_index(path: str) -> LocationIndex:
     with _shared_lock:
         index = _shared.get(key)
         if index is None:
-            index = LocationIndex(path)
+            index = build_index(path, st.st_size)
             for old in [k for k in _shared if k[0] == key[0]]:
                 del _shared[old]  # the database was replaced: drop the old version
             _shared[key] = index
