@@ -170,5 +170,8 @@ def test_server_scope_widens_once_its_answer_map_is_built(
         time.sleep(0.05)
     # 127.0/16 (unknown: configured order), San Francisco, Frankfurt and Tokyo: all Paris.
     assert (source, scope) == (24, 14)
+    assert france.node is not None
+    steering = france.node.generation.responder.steering
+    assert steering.scope_map_state("www.example.test.") == "ready"
     report = _explain(tmp_path / "gslb.yaml", tmp_path / "zones", "--subnet", "127.1.0.0/24")
     assert (report["scope_prefix"], report["scope_network"]) == (14, "127.0.0.0/14")

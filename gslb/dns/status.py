@@ -135,6 +135,12 @@ class NodeStatus:
                         "policy": getattr(service, "policy", ""),
                         "ttl": getattr(service, "ttl", None),
                         "transitions": ramps.get(service_name, {}),
+                        # Widest-scope answer map: off, building (GeoIP-network scopes), ready.
+                        "scope_map": (
+                            steering.scope_map_state(service_name)
+                            if hasattr(steering, "scope_map_state")
+                            else "off"
+                        ),
                     }
                 )
         zones = []

@@ -470,22 +470,44 @@ class SteeringEngine:
         self._builder.start()
 
     def _build_loop(self) -> None:
+        import logging
+
+        log = logging.getLogger("gslb.steering")
         try:
             while True:
+                started = self.clock.monotonic()
                 self.build_scope_maps()
                 maps = self._maps
+                if maps is not None:
+                    log.info(
+                        "ECS scope maps ready for %d service(s), health epoch %d, in %.1f s",
+                        len(maps[1]),
+                        maps[0].epoch,
+                        self.clock.monotonic() - started,
+                    )
                 if maps is None or maps[0] is self.health.current:
                     return
         except Exception:  # noqa: BLE001 - a failed build must never touch answering
-            import logging
-
-            logging.getLogger("gslb.steering").exception("building ECS scope maps failed")
+            log.exception("building ECS scope maps failed")
             self._scope_mode = "off"
 
     def scope_maps_ready(self) -> bool:
         """True when the answer maps match the current health snapshot."""
         maps = self._maps
         return maps is not None and maps[0] is self.health.current
+
+    def scope_map_state(self, service: str) -> str:
+        """For the status page: off (per-network scopes), ramp (per-network while a slow
+        start or drain runs), building, ready."""
+        comp = self._compiled.get(service)
+        if self._scope_mode == "off" or comp is None or not comp.scope_map:
+            return "off"
+        if service in self._ramps:
+            return "ramp"
+        maps = self._maps
+        if maps is None or maps[0] is not self.health.current or service not in maps[1]:
+            return "building"
+        return "ready"
 
     def scope_reason(self, service: Service, address: bytes, prefix: int) -> str:
         """Why the scope is what it is (for explain)."""
