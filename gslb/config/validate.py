@@ -74,6 +74,7 @@ SERVICE_KEYS = (
     "sticky",
     "slow_start",
     "spillover",
+    "latency",
 )
 VALUE_KEYS = ("value", "weight", "status")
 POOL_KEYS = ("values", "fallback", "ttl")
@@ -643,6 +644,14 @@ class _Validator:
         self.pool_usage(d, path, pools, rules, fallback_pool)
         slow_start = self.duration(d, "slow_start", path)  # steering: DNS-level slow start
         spillover = self.get(d, "spillover", path, "int", 0, lo=0, hi=16)  # steering
+        latency_max_age = 120.0  # steering: `latency: {max_age: 2m}` for policy latency
+        if "latency" in d:
+            ld = self.mapping(d["latency"], mark_of(d, "latency"), f"{path}.latency")
+            if ld is not None:
+                self.keys(ld, ("max_age",), f"{path}.latency")
+                latency_max_age = self.duration(ld, "max_age", f"{path}.latency") or 120.0
+            if policy and "latency" not in policy:
+                self.err(mark_of(d, "latency"), f"{path}.latency", "needs the latency policy")
         if spillover and policy and "geoproximity" not in policy:
             self.err(mark_of(d, "spillover"), f"{path}.spillover", "spillover needs geoproximity")
 
@@ -666,6 +675,7 @@ class _Validator:
             mark=mark,
             slow_start=slow_start,
             spillover=spillover or 0,
+            latency_max_age=latency_max_age,
         )
 
     def types(self, d: dict[str, Any], path: str) -> tuple[str, ...]:

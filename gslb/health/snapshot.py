@@ -6,7 +6,7 @@ snapshot with a higher epoch, so answers cached under an older epoch are never s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
@@ -30,17 +30,23 @@ class TargetHealth:
     load: float | None = None
 
 
+# Round-trip times the regional proxies measured from the TCP connections they serve:
+# {client network CIDR (/24 or /56): {datacenter: (rtt seconds, measured at, wall time)}}.
+Latency = Mapping[str, Mapping[str, tuple[float, float]]]
+
+
 @dataclass(frozen=True)
 class HealthSnapshot:
     epoch: int
     targets: Mapping[str, TargetHealth] = field(default_factory=lambda: MappingProxyType({}))
+    latency: Latency = field(default_factory=lambda: MappingProxyType({}))
 
     def state(self, target: str) -> State:
         t = self.targets.get(target)
         return t.state if t is not None else "unknown"
 
     def with_states(self, states: Mapping[str, TargetHealth]) -> HealthSnapshot:
-        return HealthSnapshot(self.epoch + 1, MappingProxyType(dict(states)))
+        return HealthSnapshot(self.epoch + 1, MappingProxyType(dict(states)), self.latency)
 
 
 EMPTY_SNAPSHOT = HealthSnapshot(0)
@@ -51,12 +57,12 @@ class HealthHolder:
 
     def __init__(self, initial: HealthSnapshot = EMPTY_SNAPSHOT) -> None:
         self.current = initial
-        self._listeners: list = []
+        self._listeners: list[Callable[[HealthSnapshot], object]] = []
 
     def publish(self, snapshot: HealthSnapshot) -> None:
         self.current = snapshot
         for listener in list(self._listeners):
             listener(snapshot)
 
-    def subscribe(self, listener) -> None:  # type: ignore[no-untyped-def]
+    def subscribe(self, listener: Callable[[HealthSnapshot], object]) -> None:
         self._listeners.append(listener)

@@ -151,8 +151,8 @@ def compile_service(service: Service, dcs: Mapping[str, Datacenter]) -> _Compile
     has_subnets = any(r.subnets for r in service.rules)
     has_geos = any(r.geos for r in service.rules)
     ordering = service.ordering
-    uses_client = has_subnets or ordering == "sticky"
-    uses_location = has_geos or ordering == "geoproximity"
+    uses_client = has_subnets or ordering in ("sticky", "latency")
+    uses_location = has_geos or ordering in ("geoproximity", "latency")
     return _Compiled(
         service=service,
         uses_client=uses_client,
@@ -344,6 +344,13 @@ class SteeringEngine:
                     next_tick = change if next_tick is None else min(next_tick, change)
             if found:
                 ramps[name] = found
+            if svc.ordering == "latency" and snap is not None:
+                # A measurement expiring changes answers without a new snapshot.
+                for per_dc in snap.latency.values():
+                    for _rtt, at in per_dc.values():
+                        expiry = at + svc.latency_max_age
+                        if expiry > now:
+                            next_tick = expiry if next_tick is None else min(next_tick, expiry)
         ended = set(self._ramps) - set(ramps)
         self._ramps = ramps
         self._drained = drained
@@ -653,6 +660,26 @@ class SteeringEngine:
             if trace is not None:
                 if trace is not None:
                     _t(trace, "geoproximity", _proximity_detail(ordered, dist), ordered)
+        elif ordering == "latency":
+            ordered, dist = P.geoproximity(selected, location)
+            if len(selected) > 1 and location is not None:
+                depends = max(depends, location.prefix_len)
+            measured_prefix = svc.sticky_ipv4_prefix if version == 4 else svc.sticky_ipv6_prefix
+            rtts, nets = P.fresh_latency(
+                snap.latency, address, prefix, measured_prefix, self._tick_now, svc.latency_max_age
+            )
+            if len(selected) > 1 and use_client:
+                # The answer differs inside any measured network: stay clear of them.
+                depends = max(depends, P.networks_scope(nets, addr_int, version))
+            if rtts and use_client:
+                ordered = P.latency_order(ordered, rtts)
+                depends = max(depends, min(prefix, measured_prefix))
+            if trace is not None:
+                if rtts:
+                    text = ", ".join(f"{n} {r * 1000:.1f} ms" for n, r in rtts.items())
+                    _t(trace, "latency", f"measured for the client's network: {text}", ordered)
+                else:
+                    _t(trace, "latency", "no fresh measurement: geoproximity", ordered)
         elif ordering == "sticky":
             if len(selected) > 1 and use_client:
                 sticky_prefix = svc.sticky_ipv4_prefix if version == 4 else svc.sticky_ipv6_prefix

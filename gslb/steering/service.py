@@ -20,7 +20,7 @@ UnknownIs = Literal["up", "down"]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Steps that order the candidates; at most one of these per service.
-ORDERING_STEPS = ("geoproximity", "weighted", "sticky", "geolocation")
+ORDERING_STEPS = ("geoproximity", "weighted", "sticky", "geolocation", "latency")
 POLICY_STEPS = ("failover", *ORDERING_STEPS)
 
 
@@ -84,6 +84,8 @@ class Service:
     # Clients of a down or draining nearest datacenter spread over the k nearest healthy
     # ones by headroom (0: all go to the next nearest).
     spillover: int = 0
+    # policy latency: measurements older than this are ignored (seconds)
+    latency_max_age: float = 120.0
 
     @property
     def ordering(self) -> str | None:
