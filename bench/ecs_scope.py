@@ -130,6 +130,88 @@ def run_gslb(db: str, nets: list[str], down: tuple[str, ...], maps: bool) -> dic
     return out
 
 
+def run_gslb_server(db: str, nets: list[str], down: tuple[str, ...]) -> dict[str, tuple]:
+    """The same queries through a running `gslb dns` over UDP, once its answer maps are ready
+    (a failed datacenter is drained by the admin API, as an operator would)."""
+    import json
+    import urllib.request
+
+    with tempfile.TemporaryDirectory(prefix="gslb-bench-") as tmp:
+        config = Path(tmp, "gslb.yaml")
+        config.write_text(gslb_config(db) + "rrl: {enabled: false}\n")
+        zones = Path(tmp, "zones")
+        zones.mkdir()
+        zones.joinpath("example.test.zone").write_text(
+            "$ORIGIN example.test.\n@ 3600 IN SOA ns1 hostmaster 1 3600 600 1209600 60\n"
+            "@ 3600 IN NS ns1\nns1 IN A 192.0.2.53\n"
+        )
+        port, admin = free_port(), free_port()
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gslb.cli",
+                "dns",
+                "--zones",
+                str(zones),
+                "--config",
+                str(config),
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--admin",
+                f"127.0.0.1:{admin}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=ROOT,
+        )
+        base = f"http://127.0.0.1:{admin}"
+        try:
+            deadline = time.monotonic() + 300
+            for dc in down:
+                while True:
+                    try:
+                        req = urllib.request.Request(
+                            f"{base}/v1/overrides/{dc}",
+                            data=json.dumps({"mode": "down", "reason": "bench"}).encode(),
+                            headers={"Content-Type": "application/json"},
+                            method="POST",
+                        )
+                        urllib.request.urlopen(req, timeout=5).close()
+                        break
+                    except OSError:
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.2)
+            while True:
+                q = dns.message.make_query(
+                    "www.example.test", "A", use_edns=0, options=[dns.edns.ECSOption(nets[0], 24)]
+                )
+                try:
+                    dns.query.udp(q, "127.0.0.1", port=port, timeout=1)  # the engine wakes up
+                    with urllib.request.urlopen(f"{base}/status", timeout=5) as r:
+                        status = json.load(r)
+                    if status["services"][0]["scope_map"] == "ready":
+                        break
+                except (OSError, dns.exception.Timeout, KeyError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the server's answer maps were not ready in time")
+                time.sleep(0.5)
+            out = {}
+            for address in nets:
+                q = dns.message.make_query(
+                    "www.example.test", "A", use_edns=0, options=[dns.edns.ECSOption(address, 24)]
+                )
+                r = dns.query.udp(q, "127.0.0.1", port=port, timeout=2)
+                ecs = [o for o in r.options if isinstance(o, dns.edns.ECSOption)][0]
+                out[address] = (net_text(address, ecs.scopelen), r.answer[0][0].address)
+            return out
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
 GDNSD_CONFIG = """\
 options => {{ listen => [ 127.0.0.1:{port} ], run_dir => {run}, state_dir => {state} }}
 plugins => {{ geoip => {{
@@ -242,6 +324,9 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=20000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-gdnsd", action="store_true")
+    parser.add_argument(
+        "--server", action="store_true", help="also ask a running gslb dns over UDP"
+    )
     args = parser.parse_args()
     db = geolite2_path()
     nets = clients(args.clients, args.seed)
@@ -254,6 +339,8 @@ def main() -> int:
         rows = [("gslb before", run_gslb(db, nets, down, maps=False))]
         rows.append(("gslb after", run_gslb(db, nets, down, maps=True)))
         built = time.monotonic() - t
+        if args.server:
+            rows.append(("gslb dns (UDP)", run_gslb_server(db, nets, down)))
         if not args.no_gdnsd:
             g = run_gdnsd(db, nets, down)
             if g is not None:
