@@ -209,6 +209,7 @@ class SteeringEngine:
         self._recovered: dict[str, float] = {}
         self._ramps: dict[str, dict[str, Transition]] = {}
         self._drained: frozenset[str] = frozenset()  # drain window over, still "up" in snap
+        self._ramp_gen = 0  # bumped when the set of ramping services changes
         self._tick_now = 0.0
         self._next_tick: float | None = None
 
@@ -352,6 +353,8 @@ class SteeringEngine:
                         if expiry > now:
                             next_tick = expiry if next_tick is None else min(next_tick, expiry)
         ended = set(self._ramps) - set(ramps)
+        if set(ramps) != set(self._ramps) or drained != self._drained:
+            self._ramp_gen += 1  # a map being built now left out the wrong services
         self._ramps = ramps
         self._drained = drained
         self._tick_now = now
@@ -439,6 +442,7 @@ class SteeringEngine:
 
         with self._build_lock:
             snap = self.health.current
+            gen = self._ramp_gen
             if self._maps is not None and self._maps[0] is snap:
                 return
             # Services in a ramp answer per client network until it ends (then a rebuild).
@@ -465,7 +469,8 @@ class SteeringEngine:
                     return None if _entry_scope(entry) > 0 else entry
 
                 maps[comp.service.name] = AnswerMap(ranges, plan, _answer_key)
-            self._maps = (snap, maps)
+            if gen == self._ramp_gen:  # else a ramp started or ended meanwhile: build again
+                self._maps = (snap, maps)
 
     def _kick_builder(self) -> None:
         builder = self._builder
@@ -481,18 +486,17 @@ class SteeringEngine:
 
         log = logging.getLogger("gslb.steering")
         try:
-            while True:
+            for _ in range(100):  # health changing faster than maps build: give up for now
                 started = self.clock.monotonic()
                 self.build_scope_maps()
                 maps = self._maps
-                if maps is not None:
+                if maps is not None and maps[0] is self.health.current:
                     log.info(
                         "ECS scope maps ready for %d service(s), health epoch %d, in %.1f s",
                         len(maps[1]),
                         maps[0].epoch,
                         self.clock.monotonic() - started,
                     )
-                if maps is None or maps[0] is self.health.current:
                     return
         except Exception:  # noqa: BLE001 - a failed build must never touch answering
             log.exception("building ECS scope maps failed")
