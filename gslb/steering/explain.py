@@ -84,6 +84,8 @@ def explain_decision(
                 "weight": weight,
                 "ipv4": list(dc.ipv4),
                 "ipv6": list(dc.ipv6),
+                "cname": dc.cname,
+                "capacity": dc.capacity,
             }
         )
     ip = ipaddress.ip_address(address)
@@ -96,7 +98,8 @@ def explain_decision(
         "candidates": candidates,
         "steps": trace,
         "outcome": decision.outcome,
-        "answers": list(decision.ipv4 + decision.ipv6),
+        "answers": [decision.cname] if decision.cname else list(decision.ipv4 + decision.ipv6),
+        "cname": decision.cname,
         "ipv4": list(decision.ipv4),
         "ipv6": list(decision.ipv6),
         "datacenters": list(decision.datacenters),
