@@ -788,6 +788,20 @@ class SteeringEngine:
 
     # -- explain ----------------------------------------------------------------------------------
 
+    def narrate(
+        self,
+        service: Service,
+        location: Location | None,
+        address: bytes,
+        prefix: int,
+        snap: HealthSnapshot,
+        trace: list[dict[str, Any]],
+    ) -> None:
+        """Run the policy chain once more with a trace attached (what explain prints)."""
+        self._plan(
+            compile_service(service, self.datacenters), location, address, prefix, snap, trace
+        )
+
     def explain(self, service: Service, address: bytes, prefix: int) -> dict[str, Any]:
         """The decision `decide()` gives, with the location, candidates and each step narrated."""
         from .explain import explain_decision

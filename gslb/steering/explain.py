@@ -7,13 +7,38 @@ same policy chain again with a trace attached, so the narration cannot drift fro
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
+from ..config.model import Datacenter
+from ..geo.locate import Location, Locator
+from ..health.snapshot import HealthHolder, HealthSnapshot
 from . import policies as P
 from .service import Service
 
-if TYPE_CHECKING:
-    from .engine import SteeringEngine
+
+class SteeringEngine(Protocol):
+    """What explain needs from gslb.steering.engine.SteeringEngine (no import: no cycle)."""
+
+    health: HealthHolder
+    locator: Locator | None
+    datacenters: Mapping[str, Datacenter]
+
+    def decide(self, service: Service, address: bytes, prefix: int) -> Any: ...
+
+    def narrate(
+        self,
+        service: Service,
+        location: Location | None,
+        address: bytes,
+        prefix: int,
+        snap: HealthSnapshot,
+        trace: list[dict[str, Any]],
+    ) -> None: ...
+
+    def scope_reason(self, service: Service, address: bytes, prefix: int) -> str: ...
+
+    def transitions(self) -> dict[str, dict[str, dict[str, Any]]]: ...
 
 
 def service_datacenters(service: Service) -> list[tuple[str, int, str]]:
@@ -35,16 +60,13 @@ def service_datacenters(service: Service) -> list[tuple[str, int, str]]:
 def explain_decision(
     engine: SteeringEngine, service: Service, address: bytes, prefix: int
 ) -> dict[str, Any]:
-    from .engine import compile_service
-
     snap = engine.health.current
-    comp = compile_service(service, engine.datacenters)
     location = None
     if engine.locator is not None and prefix > 0:
         location = engine.locator.locate(address, prefix)
     decision = engine.decide(service, address, prefix)
     trace: list[dict[str, Any]] = []
-    engine._plan(comp, location, address, prefix, snap, trace)
+    engine.narrate(service, location, address, prefix, snap, trace)
 
     if decision.outcome == "answer" and trace and trace[-1]["step"] in ("weighted", "rotate"):
         # The weighted step draws per query; show what this query's draw gave.
