@@ -160,3 +160,22 @@ def test_spillover_leaves_clients_of_healthy_datacenters_alone():
         # London clients' nearest is lon, which is up: no spread, wide scope from the map.
         d = h.decide("sp.example.test", "127.10.0.1", 24)
         assert d.datacenters == ("lon",) and d.scope_prefix <= 16
+
+
+def test_reported_load_reaches_the_snapshot_as_the_median_of_fresh_regions():
+    from gslb.health.aggregate import RegionReport, aggregate
+
+    reports = {
+        "a": RegionReport(100.0, {"fra": "up"}, {"fra": 40.0}),
+        "b": RegionReport(100.0, {"fra": "up"}, {"fra": 60.0}),
+        "c": RegionReport(100.0, {"fra": "up"}, {"fra": 90.0}),
+        "stale": RegionReport(0.0, {"fra": "up"}, {"fra": 1000.0}),
+    }
+    out = aggregate(reports, 105.0, 10.0, "majority", {}, {})
+    assert out["fra"].state == "up" and out["fra"].load == 60.0
+    assert (
+        aggregate({"a": RegionReport(100.0, {"fra": "up"})}, 105.0, 10.0, "majority", {}, {})[
+            "fra"
+        ].load
+        is None
+    )

@@ -19,7 +19,7 @@ Rules, per target:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
@@ -37,6 +37,9 @@ class RegionReport:
 
     received_at: float
     states: Mapping[str, State]
+    # Load the target's regional proxy reported with its health (requests/s), per target;
+    # spillover weighs datacenters by capacity - load (the median over fresh regions).
+    loads: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)
@@ -166,7 +169,9 @@ def aggregate_checks(
                 state = "down"
                 reason = f"up in only {up}/{votes} voting regions (quorum {qdesc})"
         since = prev.since if prev is not None and prev.state == state else stamp
-        out[name] = TargetHealth(state, reason, MappingProxyType(regions), since)
+        loads = sorted(rep.loads[name] for rep in fresh.values() if name in rep.loads)
+        load = loads[len(loads) // 2] if loads else None
+        out[name] = TargetHealth(state, reason, MappingProxyType(regions), since, load=load)
     return out
 
 
