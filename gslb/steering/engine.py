@@ -24,7 +24,14 @@ from ..geo.locate import Location, Locator
 from ..health.snapshot import HealthHolder, HealthSnapshot
 from . import policies as P
 from .policies import Candidate
-from .ramp import Transition, client_point, keeps, transition_ttl
+from .ramp import (
+    Transition,
+    client_point,
+    keeps,
+    ramps_in_force,
+    recoveries,
+    transition_ttl,
+)
 from .scopemap import AnswerMap, ServiceRanges, scope_network
 from .service import Service
 
@@ -246,7 +253,7 @@ class SteeringEngine:
         self._cache.clear()
         self._scoped.clear()
         if snap is not self._snap:
-            self._track_recoveries(self._snap, snap)
+            self._recovered = recoveries(self._snap, snap, self._recovered, self.clock.time())
             self._snap = snap
             self._compute_ramps()
         if self._scope_mode != "off" and (self._maps is None or self._maps[0] is not snap):
@@ -301,62 +308,31 @@ class SteeringEngine:
 
     # -- slow start and timed drains --------------------------------------------------------
 
-    def _track_recoveries(self, old: HealthSnapshot | None, new: HealthSnapshot) -> None:
-        """A datacenter going from down to up starts its slow start (from when it came up)."""
-        now = self.clock.time()
-        for name, th in new.targets.items():
-            if th.state != "up" or th.drain_until > 0:
-                self._recovered.pop(name, None)
-                continue
-            before = old.targets.get(name) if old is not None else None
-            # Down before, or drained out (its window over): it comes back slowly.
-            if before is not None and (before.state == "down" or 0 < before.drain_until <= now):
-                since = th.since if before.state == "down" else now
-                self._recovered[name] = since if 0 < since <= now else now
-
     def _compute_ramps(self) -> None:
-        """The transitions in force now, per service; the time shares next change."""
+        """The transitions in force now, per service; the time answers next change."""
         now = self.clock.time()
         snap = self._snap
-        ramps: dict[str, dict[str, Transition]] = {}
-        next_tick: float | None = None
-        drained = frozenset(
-            n
-            for n, th in (snap.targets.items() if snap is not None else ())
-            if 0 < th.drain_until <= now
+        comps = list(self._compiled.values())
+        view = ramps_in_force(
+            [c.service for c in comps], self.datacenters, snap, self._recovered, now
         )
-        for name, comp in self._compiled.items():
-            svc = comp.service
-            found: dict[str, Transition] = {}
-            for dc_name in _service_dcs(svc):
-                dc = self.datacenters.get(dc_name)
-                th = snap.targets.get(dc_name) if snap is not None else None
-                t: Transition | None = None
-                if th is not None and th.drain_until > now:
-                    t = Transition("drain", th.drain_from, th.drain_until)
-                elif dc_name in self._recovered and dc is not None:
-                    window = svc.slow_start if svc.slow_start is not None else dc.slow_start
-                    start = self._recovered[dc_name]
-                    if window > 0 and now < start + window:
-                        t = Transition("slow_start", start, start + window)
-                if t is not None:
-                    found[dc_name] = t
-                    change = t.next_change(now)
-                    next_tick = change if next_tick is None else min(next_tick, change)
-            if found:
-                ramps[name] = found
-            if svc.ordering == "latency" and snap is not None:
+        next_tick = view.next_change
+        if snap is not None:
+            for comp in comps:
+                if comp.service.ordering != "latency":
+                    continue
                 # A measurement expiring changes answers without a new snapshot.
                 for per_dc in snap.latency.values():
                     for _rtt, at in per_dc.values():
-                        expiry = at + svc.latency_max_age
+                        expiry = at + comp.service.latency_max_age
                         if expiry > now:
                             next_tick = expiry if next_tick is None else min(next_tick, expiry)
+        ramps = {name: dict(found) for name, found in view.ramps.items()}
         ended = set(self._ramps) - set(ramps)
-        if set(ramps) != set(self._ramps) or drained != self._drained:
+        if set(ramps) != set(self._ramps) or view.drained != self._drained:
             self._ramp_gen += 1  # a map being built now left out the wrong services
         self._ramps = ramps
-        self._drained = drained
+        self._drained = view.drained
         self._tick_now = now
         self._next_tick = next_tick
         if ended and self._maps is not None:
@@ -807,12 +783,6 @@ class SteeringEngine:
         from .explain import explain_decision
 
         return explain_decision(self, service, address, prefix)
-
-
-def _service_dcs(service: Service) -> list[str]:
-    from .scopemap import service_datacenter_names
-
-    return service_datacenter_names(service)
 
 
 def _ramp_detail(ramps: Mapping[str, Transition], now: float) -> str:

@@ -100,6 +100,19 @@ def pool_chain(service: Service, first: str) -> list[Pool]:
     return chain
 
 
+def service_datacenter_names(service: Service) -> list[str]:
+    names: list[str] = []
+    values = list(service.datacenters)
+    for tier in service.tiers:
+        values.extend(tier)
+    for pool in service.pools.values():
+        values.extend(pool.values)
+    for v in values:
+        if v.datacenter not in names:
+            names.append(v.datacenter)
+    return names
+
+
 def geo_keys(location: Location | None) -> list[str]:
     """octoDNS geo codes for a location, most specific first: NA-US-CA, NA-US, NA."""
     if location is None or location.continent is None:

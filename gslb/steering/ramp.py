@@ -15,8 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
+
+from ..config.model import Datacenter
+from ..health.snapshot import HealthSnapshot
+from .policies import service_datacenter_names
+from .service import Service
 
 STEPS = 20
 Kind = Literal["slow_start", "drain"]
@@ -53,6 +59,65 @@ class Transition:
             return self.end
         k = math.floor((now - self.start) / step) + 1
         return min(self.end, self.start + k * step)
+
+
+def recoveries(
+    old: HealthSnapshot | None, new: HealthSnapshot, recovered: Mapping[str, float], now: float
+) -> dict[str, float]:
+    """When each datacenter last came back: down (or drained out) before and up now starts a
+    slow start, from when it came up; anything not plainly up forgets it."""
+    out = dict(recovered)
+    for name, th in new.targets.items():
+        if th.state != "up" or th.drain_until > 0:
+            out.pop(name, None)
+            continue
+        before = old.targets.get(name) if old is not None else None
+        if before is not None and (before.state == "down" or 0 < before.drain_until <= now):
+            since = th.since if before.state == "down" else now
+            out[name] = since if 0 < since <= now else now
+    return out
+
+
+@dataclass(frozen=True)
+class RampView:
+    ramps: Mapping[str, Mapping[str, Transition]]  # service -> datacenter -> transition
+    drained: frozenset[str]  # drain window over, the snapshot not yet saying down
+    next_change: float | None  # wall time a share next moves a step (or a window ends)
+
+
+def ramps_in_force(
+    services: Iterable[Service],
+    datacenters: Mapping[str, Datacenter],
+    snap: HealthSnapshot | None,
+    recovered: Mapping[str, float],
+    now: float,
+) -> RampView:
+    """The transitions in force at `now`, per service (a service's slow_start overrides its
+    datacenters'), and when the view next changes."""
+    targets = snap.targets if snap is not None else {}
+    drained = frozenset(n for n, th in targets.items() if 0 < th.drain_until <= now)
+    ramps: dict[str, dict[str, Transition]] = {}
+    next_change: float | None = None
+    for svc in services:
+        found: dict[str, Transition] = {}
+        for dc_name in service_datacenter_names(svc):
+            dc = datacenters.get(dc_name)
+            th = targets.get(dc_name)
+            t: Transition | None = None
+            if th is not None and th.drain_until > now:
+                t = Transition("drain", th.drain_from, th.drain_until)
+            elif dc_name in recovered and dc is not None:
+                window = svc.slow_start if svc.slow_start is not None else dc.slow_start
+                start = recovered[dc_name]
+                if window > 0 and now < start + window:
+                    t = Transition("slow_start", start, start + window)
+            if t is not None:
+                found[dc_name] = t
+                change = t.next_change(now)
+                next_change = change if next_change is None else min(next_change, change)
+        if found:
+            ramps[svc.name] = found
+    return RampView(ramps, drained, next_change)
 
 
 def client_point(address: bytes, prefix: int, hash_prefix: int) -> tuple[float, int]:

@@ -28,24 +28,12 @@ from ..config.model import Datacenter
 from ..geo.index import UNMAPPED, LocationIndex
 from ..geo.locate import Location
 from . import policies as P
+from .policies import service_datacenter_names
 from .service import Service
 
 # A class's plan (the engine's Entry: a Decision or a weighted plan) and its answer identity.
 Plan = Callable[[Location], object | None]  # None: no single answer for this class
 AnswerKey = Callable[[object], Hashable]
-
-
-def service_datacenter_names(service: Service) -> list[str]:
-    names: list[str] = []
-    values = list(service.datacenters)
-    for tier in service.tiers:
-        values.extend(tier)
-    for pool in service.pools.values():
-        values.extend(pool.values)
-    for v in values:
-        if v.datacenter not in names:
-            names.append(v.datacenter)
-    return names
 
 
 def place_class_key(service: Service, location: Location, dcs: Sequence[Datacenter]) -> Hashable:
