@@ -64,12 +64,13 @@ def test_partial_records_country_only_and_continent_only(locator):
     assert (eu.continent, eu.country, eu.latitude) == ("EU", None, None)
 
 
-def test_network_never_longer_than_source_prefix(locator):
+def test_network_is_the_database_network_of_the_masked_address(locator):
     # Database: 127.20.32.0/24 is Lyon inside 127.20.0.0/16 Paris.
     exact = locator.locate(*pack_client("127.20.32.0", 24))
     assert (exact.city, exact.network, exact.prefix_len) == ("Lyon", "127.20.32.0/24", 24)
+    # A /20 source spanning Lyon and Paris: the answer is Lyon's, for Lyon's /24 only.
     wide = locator.locate(*pack_client("127.20.32.0", 20))
-    assert (wide.network, wide.prefix_len) == ("127.20.32.0/20", 20)
+    assert (wide.city, wide.network, wide.prefix_len) == ("Lyon", "127.20.32.0/24", 24)
     host = locator.locate(*pack_client("127.20.16.9"))
     assert (host.city, host.network) == ("Marseille", "127.20.16.0/20")
 

@@ -132,7 +132,9 @@ geo.example.test:
     [
         ("127.2.200.1", None, "sa-east", 17),  # subnet rule beats the EU geo rule
         ("127.2.1.1", None, "eu-west", 17),  # EU rule; scope must exclude the /17 rule
-        ("127.2.0.0", 16, "eu-west", 16),  # ECS /16 covers both halves: never > source
+        # ECS /16 covers both halves: the answer holds for the lower /17 only, so the scope is
+        # longer than the source (RFC 7871 section 7.2.1) and the resolver asks again.
+        ("127.2.0.0", 16, "eu-west", 17),
         ("2001:db8:2:8000::", 56, "sa-east", 49),  # IPv6 subnet rule
         ("127.1.0.1", None, "ap-northeast", 16),  # subdivision beats country
         ("127.6.0.1", None, "us-east", 16),  # country beats continent
@@ -409,14 +411,36 @@ def test_scope_zero_for_single_datacenter_and_weighted_and_failover():
         assert h.decide("w.example.test", "127.2.0.1").scope_prefix == 0
 
 
-def test_scope_is_geoip_network_capped_by_source_prefix():
+def test_scope_is_the_widest_prefix_with_the_same_answer():
     with harness(load_config(EXAMPLE)) as h:
-        assert h.decide("www", "127.20.32.0", 24).scope_prefix == 24  # Lyon /24
-        assert h.decide("www", "127.20.16.7").scope_prefix == 20  # Marseille /20
-        assert h.decide("www", "127.0.0.0", 8).scope_prefix == 8  # never longer than source
-        assert h.decide("www", "2001:db8:a:100::", 64).scope_prefix == 56
+        # Paris /16 holds Marseille /20 and Lyon /24: all answer eu-west, so one /16 scope
+        # (127.21/16 next door answers us-east, so no wider).
+        assert h.decide("www", "127.20.32.0", 24).scope_prefix == 16
+        assert h.decide("www", "127.20.16.7").scope_prefix == 16
+        # 127.0.0.0/8 spans many answers; 127.0.0.0/16 (unknown) is the network it got
+        assert h.decide("www", "127.0.0.0", 8).scope_prefix == 16
+        # The /56 and its neighbours up to the /48 are all nearest to eu-west.
+        assert h.decide("www", "2001:db8:a:100::", 64).scope_prefix == 48
         d0 = h.decide("www", "0.0.0.0", 0)
         assert (d0.scope_prefix, d0.datacenters) == (0, ("us-east",))
+
+
+def test_scope_merges_wider_when_health_changes_the_answer():
+    with harness(load_config(EXAMPLE)) as h:
+        # Paris (127.20/16) and Ashburn-side 127.21/16 differ while eu-west is up...
+        assert h.decide("www", "127.20.0.1").scope_prefix == 16
+        # ...and with eu-west down Paris answers as its neighbours do: a wider scope.
+        h.set_health({"eu-west": "down"})
+        d = h.decide("www", "127.20.0.1")
+        assert d.datacenters != ("eu-west",)
+        assert d.scope_prefix < 16
+
+
+def test_scope_longer_than_source_from_the_answer_map():
+    with harness(load_config(EXAMPLE)) as h:
+        # The source /8 spans every city: the answer for 127.0.0.0 holds for its /16 only.
+        d = h.decide("www", "127.0.0.0", 8)
+        assert (d.datacenters, d.scope_prefix) == (("us-east",), 16)
 
 
 def test_geoproximity_with_one_healthy_candidate_is_client_independent():

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import MappingProxyType
 
+from gslb.clock import SYSTEM_CLOCK, Clock
 from gslb.config.model import Config
 from gslb.config.validate import load_config_text
 from gslb.geo.locate import Locator, pack_client
@@ -50,24 +51,31 @@ def snapshot(epoch: int = 1, **states: str) -> HealthSnapshot:
 class Harness:
     """A SteeringEngine over a config with a controllable health view and seeded rng."""
 
-    def __init__(self, config: Config, seed: int = 7, cache_size: int = 65536) -> None:
+    def __init__(
+        self, config: Config, seed: int = 7, cache_size: int = 65536, clock: Clock | None = None
+    ) -> None:
         self.config = config
         self.locator = Locator(config.geoip_path) if config.geoip_path else None
         self.health = HealthHolder()
         self.rng = random.Random(seed)
+        # Answer maps inline on every health change, so scopes are deterministic.
         self.engine = SteeringEngine(
-            config, self.locator, self.health, rng=self.rng, cache_size=cache_size
+            config,
+            self.locator,
+            self.health,
+            rng=self.rng,
+            cache_size=cache_size,
+            scope_maps="sync",
+            clock=clock or SYSTEM_CLOCK,
         )
         self._epoch = 0
 
-    def set_health(self, states: Mapping[str, str]) -> None:
+    def set_health(self, states: Mapping[str, str | TargetHealth]) -> None:
         self._epoch += 1
-        self.health.publish(
-            HealthSnapshot(
-                self._epoch,
-                MappingProxyType({k: TargetHealth(v) for k, v in states.items()}),  # type: ignore[arg-type]
-            )
-        )
+        targets = {
+            k: v if isinstance(v, TargetHealth) else TargetHealth(v) for k, v in states.items()
+        }  # type: ignore[arg-type]
+        self.health.publish(HealthSnapshot(self._epoch, MappingProxyType(targets)))
 
     def decide(self, name: str, ip: str, prefix: int | None = None) -> Decision:
         fqdn = name if name.endswith(".") else name + "."
@@ -82,8 +90,10 @@ class Harness:
 
 
 @contextmanager
-def harness(config: Config, seed: int = 7, cache_size: int = 65536) -> Iterator[Harness]:
-    h = Harness(config, seed, cache_size)
+def harness(
+    config: Config, seed: int = 7, cache_size: int = 65536, clock: Clock | None = None
+) -> Iterator[Harness]:
+    h = Harness(config, seed, cache_size, clock)
     try:
         yield h
     finally:

@@ -6,6 +6,7 @@ DNS server. Extend it by adding fields with defaults; do not rename existing one
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -113,9 +114,27 @@ class OctodnsSettings:
     check: Check = setting(Check(), Section(OctodnsCheck))
 
 
+_CNAME_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
+
+
+def _cname_target(raw: object, at: At, report: Report) -> str | Invalid:
+    """`cname: cdn.example.net`: an absolute host name (the trailing dot is optional)."""
+    if not isinstance(raw, str) or not raw.strip():
+        return report.error(at, f"must be a host name, not {raw!r}")
+    name = raw.strip().lower().rstrip(".") + "."
+    labels = name[:-1].split(".")
+    if len(name) > 254 or not all(_CNAME_LABEL.match(label) for label in labels):
+        return report.error(at, f"not a host name: {raw!r}")
+    return name
+
+
 def _datacenter_checks(dc: Datacenter, report: Report, at: At, raw: object) -> Datacenter | None:
-    if isinstance(raw, dict) and "ipv4" not in raw and "ipv6" not in raw:
-        report.error(at, "a datacenter needs at least one of ipv4, ipv6")
+    if isinstance(raw, dict):
+        addressed = "ipv4" in raw or "ipv6" in raw
+        if "cname" in raw and addressed:
+            report.error(at.child(raw, "cname"), "cname and ipv4/ipv6 are alternatives")
+        elif not addressed and "cname" not in raw:
+            report.error(at, "a datacenter needs at least one of ipv4, ipv6, cname")
     return replace(dc, region=dc.name) if not dc.region else None
 
 
@@ -131,6 +150,14 @@ class Datacenter:
     bias: float = setting(0.0, Float(-99, 99))
     check: Check | None = setting(None, Section(Check))
     mark: Mark | None = None
+    # seconds a recovered datacenter takes to reach its full share
+    slow_start: float = setting(0.0, Duration(0, 7 * 86400))
+    # requests/s it can take (0: undeclared); spillover uses headroom
+    capacity: float = setting(0.0, Float(0, 1e12))
+    # "manual": after going down, back only when an operator clears it
+    failback: str = setting("auto", Enum("auto", "manual"))
+    # a target that is a name (CDN): answered as a CNAME, no addresses
+    cname: str | None = setting(None, Custom(_cname_target, "a host name"))
 
     __checks__: ClassVar[tuple[object, ...]] = (_datacenter_checks,)
 

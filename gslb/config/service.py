@@ -25,11 +25,13 @@ from .schema import (
     At,
     Cidr,
     Custom,
+    Duration,
     Enum,
     Int,
     Invalid,
     ListOf,
     MapOf,
+    Optional,
     Report,
     Section,
     Str,
@@ -46,7 +48,7 @@ UnknownIs = Literal["up", "down"]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Steps that order the candidates; at most one of these per service.
-ORDERING_STEPS = ("geoproximity", "weighted", "sticky", "geolocation")
+ORDERING_STEPS = ("geoproximity", "weighted", "sticky", "geolocation", "latency")
 POLICY_STEPS = ("failover", *ORDERING_STEPS)
 CONTINENTS = ("AF", "AN", "AS", "EU", "NA", "OC", "SA")
 _GEO_RE = re.compile(r"^([A-Z]{2})(-([A-Z]{2})(-([A-Z0-9]{1,3}))?)?$")
@@ -110,6 +112,8 @@ class Pool:
     values: tuple[PoolValue, ...] = required(VALUES, placeholder=())
     fallback: str | None = setting(None, Str())  # pool used when every value here is down
     mark: Mark | None = None
+    # answers from this pool use this TTL instead of the service's
+    ttl: int | None = setting(None, Int(0, 604800))
 
 
 def _geo(raw: object, at: At, report: Report) -> str | Invalid:
@@ -127,15 +131,34 @@ def _geo(raw: object, at: At, report: Report) -> str | Invalid:
 class Rule:
     """Send matching clients to `pool`. No geos and no subnets: the catch-all."""
 
-    pool: str = required(Str(), placeholder="")
+    pool: str = setting("", Str())  # `pool` or `pools` (checked below)
     # octoDNS style: "EU", "NA-US", "NA-US-CA"
     geos: tuple[str, ...] = setting((), ListOf(Custom(_geo, "a geo code"), min_len=1))
     subnets: tuple[Network, ...] = setting((), ListOf(Cidr(strict=True), min_len=1))
     mark: Mark | None = None
+    # `pools: [uk, fra, iad]`: a failover chain over shared pools (then `pool` is the first).
+    pools: tuple[str, ...] = setting((), ListOf(Str(), min_len=1, single=False, unique=True))
+
+    __checks__: ClassVar[tuple[object, ...]] = ()  # filled below
 
     @property
     def catch_all(self) -> bool:
         return not self.geos and not self.subnets
+
+
+def _rule_pool(rule: Rule, report: Report, at: At, raw: object) -> Rule | Invalid | None:
+    """Exactly one of `pool` and `pools`; with a chain, `pool` is its first pool."""
+    d = raw if isinstance(raw, dict) else {}
+    if "pool" in d and "pools" in d:
+        return report.error(at.child(d, "pools"), "pool and pools are alternatives")
+    if "pool" not in d and "pools" not in d:
+        return report.error(at, "a rule needs pool (or pools, a failover chain)")
+    if rule.pools:
+        return replace(rule, pool=rule.pools[0])
+    return None if rule.pool else INVALID
+
+
+Rule.__checks__ = (_rule_pool,)
 
 
 @dataclass(frozen=True)
@@ -195,6 +218,13 @@ _POLICY_HINT = f"one or more of: {', '.join(POLICY_STEPS)}"
 
 
 @dataclass(frozen=True)
+class LatencySettings:
+    """`latency: {max_age: 2m}` for the latency policy: older measurements are ignored."""
+
+    max_age: float = setting(120.0, Duration(1, 86400))
+
+
+@dataclass(frozen=True)
 class Service:
     """A GSLB name: how candidates are chosen, ordered and answered."""
 
@@ -218,6 +248,12 @@ class Service:
     fallback_pool: str | None = setting(None, Str())  # served when on_all_down == "fallback"
     sticky: Sticky = setting(Sticky(), Section(Sticky))
     mark: Mark | None = None
+    # seconds; overrides each datacenter's slow_start
+    slow_start: float | None = setting(None, Optional(Duration(0, 7 * 86400)))
+    # Clients of a down or draining nearest datacenter spread over the k nearest healthy
+    # ones by headroom (0: all go to the next nearest).
+    spillover: int = setting(0, Int(0, 16))
+    latency: LatencySettings = setting(LatencySettings(), Section(LatencySettings))
 
     @property
     def ordering(self) -> str | None:
@@ -229,6 +265,10 @@ class Service:
     @property
     def failover(self) -> bool:
         return "failover" in self.policy
+
+    @property
+    def latency_max_age(self) -> float:
+        return self.latency.max_age
 
     @property
     def sticky_ipv4_prefix(self) -> int:
@@ -275,6 +315,10 @@ def _sources(svc: Service, report: Report, at: At, raw: object) -> None:
             report.error(at.child(d, "policy"), "geolocation needs rules")
         if "sticky" in d and "sticky" not in policy:
             report.error(at.child(d, "sticky"), "sticky settings need the sticky policy")
+        if "latency" in d and "latency" not in policy:
+            report.error(at.child(d, "latency"), "needs the latency policy")
+        if svc.spillover and "geoproximity" not in policy:
+            report.error(at.child(d, "spillover"), "spillover needs geoproximity")
 
 
 def _fallbacks(svc: Service, report: Report, at: At, raw: object) -> None:
@@ -329,6 +373,11 @@ def _rules(svc: Service, report: Report, at: At, raw: object) -> None:
         pool = item.get("pool")
         if isinstance(pool, str) and "pools" in d and pool not in svc.pools:
             report.error(rule_at.child(item, "pool"), f"undefined pool {pool!r}")
+        chain = item.get("pools")
+        for j, name in enumerate(chain if isinstance(chain, list) else []):
+            if isinstance(name, str) and name not in svc.pools:
+                where = At(mark_of(chain, j) or rule_at.mark, f"{rule_at.path}.pools")
+                report.error(where, f"undefined pool {name!r}")
         rule = by_mark.get(rule_at.mark)
         for key, what in (("geos", "geo"), ("subnets", "subnet")):
             values: tuple[object, ...] = getattr(rule, key) if rule is not None else ()
@@ -358,7 +407,7 @@ def _rules(svc: Service, report: Report, at: At, raw: object) -> None:
 
 def _pool_usage(svc: Service, report: Report, at: At, raw: object) -> None:
     used: set[str] = set()
-    todo = [r.pool for r in svc.rules]
+    todo = [p for r in svc.rules for p in (r.pools or (r.pool,))]
     if svc.fallback_pool:
         todo.append(svc.fallback_pool)
     while todo:

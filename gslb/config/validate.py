@@ -313,11 +313,14 @@ def config_warnings(config: Config) -> list[str]:
                 f"{name}: uses client location but no geoip database is configured"
                 " (geo rules never match; geoproximity keeps the configured order)"
             )
-    for name, dc in config.datacenters.items():
+    from ..health.checks import unchecked_targets  # the server's rule for unchecked targets
+
+    unchecked = unchecked_targets(config)
+    for name in config.datacenters:
         if name not in used:
             warnings.append(f"datacenter {name} is not used by any service")
-        if dc.check is None:
-            warnings.append(f"datacenter {name} has no check: its health stays unknown")
+        if name in unchecked:
+            warnings.append(f"datacenter {name} has no check: it counts as up")
     return warnings
 
 

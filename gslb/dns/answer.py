@@ -184,6 +184,13 @@ def service_answer(
     }
     if decision.outcome == "servfail":
         return Answer(qname, qtype, wire.SERVFAIL, Kind.ANSWER, answer=plan.chain, **common)
+    if decision.outcome == "answer" and decision.cname:  # a datacenter whose target is a name
+        rrset = dns.rrset.RRset(plan.owner, dns.rdataclass.IN, dns.rdatatype.CNAME)
+        rrset.update_ttl(decision.ttl)
+        rrset.add(dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.CNAME, decision.cname))
+        return Answer(
+            qname, qtype, wire.NOERROR, Kind.ANSWER, answer=(*plan.chain, rrset), **common
+        )
     if qtype == TYPE_AAAA:
         rdtype, addresses = TYPE_AAAA, decision.ipv6
     elif qtype == TYPE_A or decision.ipv4:

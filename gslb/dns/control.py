@@ -201,11 +201,15 @@ def override_setter(
 ) -> Callable[[str, str, str], Coroutine[Any, Any, None]]:
     """How this node's admin API sets an override: in etcd (cluster mode), else locally."""
 
-    async def set_override(target: str, mode: str, reason: str) -> None:
+    async def set_override(target: str, mode: str, reason: str, drain: float = 0.0) -> None:
         if follower is None:
-            node.monitor.set_override(target, mode, reason)
+            node.monitor.set_override(target, mode, reason, drain=drain)  # type: ignore[arg-type]
             return
-        override = None if mode == "none" else Override(mode, reason, node.monitor.clock.time())  # type: ignore[arg-type]
+        override = (
+            None
+            if mode == "none"
+            else Override(mode, reason, node.monitor.clock.time(), drain)  # type: ignore[arg-type]
+        )
         await follower.set_override(target, override)
 
     return set_override

@@ -147,7 +147,9 @@ def load_generation(
         settings = replace(settings, listen=tuple(options.listen))
     if options.workers:
         settings = replace(settings, workers=options.workers)
-    services = list(steering.services) if steering is not None else []
+    services = (
+        {name: svc.types for name, svc in steering.services.items()} if steering is not None else {}
+    )
     zoneset = ZoneSet(zones, services)
     if config is not None:
         delegated = services_under_delegations(zoneset, config.services)

@@ -153,6 +153,9 @@ class NodeStatus:
                     }
                 )
         services = []
+        steering = generation.responder.steering
+        # Slow starts and drains in force: {service: {datacenter: {kind, share, progress}}}.
+        ramps = steering.transitions() if hasattr(steering, "transitions") else {}
         if config is not None:
             for service_name, service in config.services.items():
                 services.append(
@@ -160,6 +163,13 @@ class NodeStatus:
                         "name": service_name,
                         "policy": getattr(service, "policy", ""),
                         "ttl": getattr(service, "ttl", None),
+                        "transitions": ramps.get(service_name, {}),
+                        # Widest-scope answer map: off, building (GeoIP-network scopes), ready.
+                        "scope_map": (
+                            steering.scope_map_state(service_name)
+                            if hasattr(steering, "scope_map_state")
+                            else "off"
+                        ),
                     }
                 )
         zones = []

@@ -2,8 +2,10 @@
 
 The hot path reads a bounded LRU keyed by the client network as the DNS server saw it
 (packed address already masked to the source prefix, and the prefix); a miss costs one
-maxminddb lookup. The Location's network is the database network the answer came from,
-shortened to the source prefix, so it is also the ECS scope a location-based answer has.
+maxminddb lookup. The Location's network is the database network the answer came from, so
+it is also the ECS scope a location-based answer has: shorter than the source prefix when
+the database network is wider, longer when the client's network spans several database
+networks (RFC 7871 section 7.2.1 lets the scope exceed the source).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ class Location:
     subdivision: str | None
     latitude: float | None
     longitude: float | None
-    network: str  # CIDR of the database network, never longer than the source prefix
+    network: str  # CIDR of the database network holding the (masked) client address
     prefix_len: int
     city: str | None = None
 
@@ -128,8 +130,7 @@ class Locator:
             # An IPv4-only database knows nothing about IPv6 clients.
             plen = min(prefix, 0)
             return location_from_record(None, f"{_mask(ip, plen)}/{plen}", plen)
-        record, db_prefix = self._reader.get_with_prefix_len(ip)
-        plen = min(db_prefix, prefix)
+        record, plen = self._reader.get_with_prefix_len(ip)
         return location_from_record(record, f"{_mask(ip, plen)}/{plen}", plen)
 
     def cache_len(self) -> int:

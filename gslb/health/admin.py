@@ -20,7 +20,7 @@ MODES = ("down", "up", "none")
 def admin_routes(
     monitor: HealthMonitor,
     *,
-    setter: Callable[[str, str, str], Awaitable[None]] | None = None,
+    setter: Callable[[str, str, str, float], Awaitable[None]] | None = None,
     synced: Callable[[], Awaitable[bool]] | None = None,
     unavailable: tuple[type[Exception], ...] = (),
 ) -> list[web.RouteDef]:
@@ -45,11 +45,21 @@ def admin_routes(
             return _error(400, "a reason is required to drain or force up a target")
         if target not in monitor.config.datacenters:
             return _error(404, f"unknown target {target!r}")
+        drain = 0.0
+        if body.get("drain") is not None:  # a timed drain: mode down over this window
+            from ..steering.ramp import parse_duration
+
+            try:
+                drain = parse_duration(body["drain"])
+            except ValueError as exc:
+                return _error(400, f"drain: {exc}")
+            if mode != "down":
+                return _error(400, "drain needs mode down")
         try:
             if setter is not None:
-                await setter(target, mode, reason.strip())
+                await setter(target, mode, reason.strip(), drain)
             else:
-                monitor.set_override(target, mode, reason.strip())
+                monitor.set_override(target, mode, reason.strip(), drain=drain)
         except KeyError:
             return _error(404, f"unknown target {target!r}")
         except unavailable as exc:

@@ -19,7 +19,7 @@ Rules, per target:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
@@ -37,6 +37,9 @@ class RegionReport:
 
     received_at: float
     states: Mapping[str, State]
+    # Load the target's regional proxy reported with its health (requests/s), per target;
+    # spillover weighs datacenters by capacity - load (the median over fresh regions).
+    loads: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class Override:
     mode: OverrideMode
     reason: str
     at: float = 0.0  # wall time it was set
+    drain: float = 0.0  # mode down over this many seconds (a timed drain) instead of at once
 
 
 Quorum = str | float
@@ -165,7 +169,9 @@ def aggregate_checks(
                 state = "down"
                 reason = f"up in only {up}/{votes} voting regions (quorum {qdesc})"
         since = prev.since if prev is not None and prev.state == state else stamp
-        out[name] = TargetHealth(state, reason, MappingProxyType(regions), since)
+        loads = sorted(rep.loads[name] for rep in fresh.values() if name in rep.loads)
+        load = loads[len(loads) // 2] if loads else None
+        out[name] = TargetHealth(state, reason, MappingProxyType(regions), since, load=load)
     return out
 
 
@@ -182,6 +188,11 @@ def apply_overrides(
         override = overrides.get(name)
         if override is None:
             th = base
+        elif override.mode == "down" and wall < override.at + override.drain and base.state == "up":
+            # A timed drain: still up while steering ramps it out; down once the window ends.
+            until = override.at + override.drain
+            reason = f"draining until {until:.0f}: {override.reason} (checks: up; {base.reason})"
+            th = TargetHealth("up", reason, base.regions, base.since, override.at, until)
         else:
             reason = (
                 f"override {override.mode}: {override.reason} (checks: {base.state}; {base.reason})"
@@ -192,8 +203,29 @@ def apply_overrides(
             since = prev.since if prev.state == th.state else wall
         else:
             since = th.since if override is None else wall
-        out[name] = TargetHealth(th.state, th.reason, th.regions, since)
+        out[name] = TargetHealth(
+            th.state, th.reason, th.regions, since, th.drain_from, th.drain_until, th.load
+        )
     return out
+
+
+MANUAL_FAILBACK = "failback manual: went down; returns when an operator clears this override"
+
+
+def manual_failback_overrides(
+    checks: Mapping[str, TargetHealth],
+    overrides: Mapping[str, Override],
+    manual: Iterable[str],
+    wall: float,
+) -> dict[str, Override]:
+    """`failback: manual` targets that the checks now call down and no override holds yet: an
+    override down for each, so that recovering does not bring them back by itself (only an
+    operator clearing the override does; the override machinery persists and shows it)."""
+    return {
+        name: Override("down", MANUAL_FAILBACK, wall)
+        for name in manual
+        if name not in overrides and (th := checks.get(name)) is not None and th.state == "down"
+    }
 
 
 def aggregate(

@@ -64,6 +64,12 @@ def targets_from_config(config: Config) -> dict[str, CheckTarget]:
     return out
 
 
+def unchecked_targets(config: Config) -> set[str]:
+    """Datacenters nothing checks (no check, or no address to check). The one rule for them,
+    used by the server, `gslb explain` and `gslb check`: they count as up (aggregate NO_CHECK)."""
+    return set(config.datacenters) - set(targets_from_config(config))
+
+
 def _url_host(address: str) -> str:
     return f"[{address}]" if ":" in address and not address.startswith("[") else address
 

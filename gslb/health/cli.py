@@ -50,7 +50,10 @@ def add_commands(subparsers: Any) -> None:
     mode.add_argument("--down", dest="mode", action="store_const", const="down")
     mode.add_argument("--up", dest="mode", action="store_const", const="up")
     mode.add_argument("--clear", dest="mode", action="store_const", const="none")
-    o.add_argument("--reason", default="", help="why (required with --down/--up)")
+    mode.add_argument(
+        "--drain", metavar="DURATION", help="ramp down over a window (10m): DNS-level drain"
+    )
+    o.add_argument("--reason", default="", help="why (required with --down/--up/--drain)")
     o.add_argument("--admin", default=DEFAULT_ADMIN, help=f"admin URL (default {DEFAULT_ADMIN})")
     o.add_argument(
         "--etcd",
@@ -159,7 +162,10 @@ def _request(url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
 
 
 def cmd_override(args: argparse.Namespace) -> int:
-    if args.mode != "none" and not args.reason.strip():
+    request: dict[str, Any] = {"mode": args.mode, "reason": args.reason}
+    if getattr(args, "drain", None):
+        request = {"mode": "down", "reason": args.reason, "drain": args.drain}
+    if request["mode"] != "none" and not args.reason.strip():
         print("gslb health override: --reason is required with --down/--up", file=sys.stderr)
         return 2
     if args.etcd:
@@ -168,7 +174,7 @@ def cmd_override(args: argparse.Namespace) -> int:
         return override_in_etcd(args)
     url = f"{args.admin.rstrip('/')}/v1/overrides/{urllib.parse.quote(args.target, safe='')}"
     try:
-        status, body = _request(url, {"mode": args.mode, "reason": args.reason})
+        status, body = _request(url, request)
     except (urllib.error.URLError, OSError) as exc:
         print(f"gslb health override: cannot reach {args.admin}: {exc}", file=sys.stderr)
         return 1

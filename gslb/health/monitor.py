@@ -26,8 +26,9 @@ from .aggregate import (
     aggregate_checks,
     apply_overrides,
     describe_quorum,
+    manual_failback_overrides,
 )
-from .checks import Checker, targets_from_config
+from .checks import Checker, targets_from_config, unchecked_targets
 from .follower import AgentFollower
 from .scheduler import CheckScheduler
 from .snapshot import HealthHolder, TargetHealth
@@ -272,7 +273,7 @@ class HealthMonitor:
         """Re-aggregate; publish a new snapshot if anything changed. Returns True if published."""
         hs = self.config.health
         checked = set(targets_from_config(self.config))
-        unchecked = set(self.config.datacenters) - checked
+        unchecked = unchecked_targets(self.config)
         wall = self.clock.time()
         checks = aggregate_checks(
             self._reports,
@@ -284,6 +285,12 @@ class HealthMonitor:
             unchecked=unchecked,
             wall=wall,
         )
+        manual = [n for n, dc in self.config.datacenters.items() if dc.failback == "manual"]
+        latched = manual_failback_overrides(checks, self._overrides, manual, wall)
+        if latched:
+            self._overrides.update(latched)
+            log.warning("failback manual: holding %s down", ", ".join(sorted(latched)))
+            self._save()
         final = apply_overrides(checks, self._known_overrides(), self._final, wall)
         self._checks = checks
         holding = {t for t, h in checks.items() if h.reason.startswith(NO_FRESH)}
@@ -338,7 +345,8 @@ class HealthMonitor:
     # ---- overrides ----------------------------------------------------------------------
 
     def set_override(
-        self, target: str, mode: OverrideArg, reason: str, at: float | None = None
+        self, target: str, mode: OverrideArg, reason: str, at: float | None = None,
+        drain: float = 0.0,
     ) -> None:
         """Drain (down), force up, or back to checks (none); persisted, published at once."""
         if target not in self.config.datacenters:
@@ -349,7 +357,7 @@ class HealthMonitor:
                 log.warning("override cleared for %s: %s", target, reason)
         elif mode in ("down", "up"):
             when = self.clock.time() if at is None else at
-            self._overrides[target] = Override(mode, reason, when)
+            self._overrides[target] = Override(mode, reason, when, drain)
             log.warning("override %s for %s: %s", mode, target, reason)
         else:
             raise ValueError(f"mode must be down, up or none, not {mode!r}")

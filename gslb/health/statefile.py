@@ -63,7 +63,9 @@ def _parse(raw: Any) -> SavedState:
         mode = o["mode"]
         if mode not in ("down", "up"):
             raise ValueError(f"override {target}: mode must be down or up, not {mode!r}")
-        overrides[str(target)] = Override(mode, str(o.get("reason", "")), float(o.get("at", 0.0)))
+        overrides[str(target)] = Override(
+            mode, str(o.get("reason", "")), float(o.get("at", 0.0)), float(o.get("drain", 0.0))
+        )
     last: dict[str, tuple[str, float, str]] = {}
     for target, t in (raw.get("last_known") or {}).items():
         state = t["state"]
@@ -92,7 +94,7 @@ def render_state(
         "version": VERSION,
         "saved_at": saved_at,
         "overrides": {
-            t: {"mode": o.mode, "reason": o.reason, "at": o.at}
+            t: {"mode": o.mode, "reason": o.reason, "at": o.at, "drain": o.drain}
             for t, o in sorted(overrides.items())
         },
         "last_known": {

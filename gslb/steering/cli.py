@@ -64,11 +64,34 @@ def run_check(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return check(args, out)
 
 
+def simulated_snapshot(config: Any, down: list[str], up: list[str]) -> Any:
+    """The health `gslb explain` assumes: what the server's aggregation gives with no probe
+    report yet (checked datacenters unknown, unchecked ones up: one rule for both), with
+    --down/--up applied as the server applies operator overrides."""
+    from ..health.aggregate import Override, aggregate
+    from ..health.checks import targets_from_config, unchecked_targets
+    from ..health.snapshot import HealthSnapshot
+
+    overrides = {dc: Override("down", "simulated: --down") for dc in down}
+    overrides.update({dc: Override("up", "simulated: --up") for dc in up})
+    states = aggregate(
+        {},
+        0.0,
+        1.0,
+        "majority",
+        overrides,
+        {},
+        targets=targets_from_config(config),
+        unchecked=unchecked_targets(config),
+    )
+    return HealthSnapshot(1, MappingProxyType(states))
+
+
 def run_explain(args: argparse.Namespace, out: TextIO | None = None) -> int:
     from ..config.sources import load_sources
     from ..config.validate import normalize_name
     from ..geo.locate import Locator
-    from ..health.snapshot import HealthHolder, HealthSnapshot, TargetHealth
+    from ..health.snapshot import HealthHolder
     from .engine import SteeringEngine
     from .explain import format_text
 
@@ -107,11 +130,11 @@ def run_explain(args: argparse.Namespace, out: TextIO | None = None) -> int:
             if dc not in config.datacenters:
                 print(f"error: unknown datacenter {dc!r}", file=out)
                 return 2
-        states = {dc: TargetHealth("down", "simulated: --down") for dc in args.down}
-        states.update({dc: TargetHealth("up", "simulated: --up") for dc in args.up})
-        snapshot = HealthSnapshot(1 if states else 0, MappingProxyType(states))
+        snapshot = simulated_snapshot(config, args.down, args.up)
         rng = random.Random(args.seed) if args.seed is not None else None
-        engine = SteeringEngine(config, locator, HealthHolder(snapshot), rng=rng)
+        # The answer maps are built inline (the server builds them in a thread), so the
+        # scope explain prints is the one the server gives once its maps are ready.
+        engine = SteeringEngine(config, locator, HealthHolder(snapshot), rng=rng, scope_maps="sync")
         report = engine.explain(service, net.network_address.packed, net.prefixlen)
         report["client"]["source"] = args.client
         if args.json:

@@ -7,13 +7,38 @@ same policy chain again with a trace attached, so the narration cannot drift fro
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
+from ..config.model import Datacenter
+from ..geo.locate import Location, Locator
+from ..health.snapshot import HealthHolder, HealthSnapshot
 from . import policies as P
 from .service import Service
 
-if TYPE_CHECKING:
-    from .engine import SteeringEngine
+
+class SteeringEngine(Protocol):
+    """What explain needs from gslb.steering.engine.SteeringEngine (no import: no cycle)."""
+
+    health: HealthHolder
+    locator: Locator | None
+    datacenters: Mapping[str, Datacenter]
+
+    def decide(self, service: Service, address: bytes, prefix: int) -> Any: ...
+
+    def narrate(
+        self,
+        service: Service,
+        location: Location | None,
+        address: bytes,
+        prefix: int,
+        snap: HealthSnapshot,
+        trace: list[dict[str, Any]],
+    ) -> None: ...
+
+    def scope_reason(self, service: Service, address: bytes, prefix: int) -> str: ...
+
+    def transitions(self) -> dict[str, dict[str, dict[str, Any]]]: ...
 
 
 def service_datacenters(service: Service) -> list[tuple[str, int, str]]:
@@ -23,7 +48,7 @@ def service_datacenters(service: Service) -> list[tuple[str, int, str]]:
     for tier in service.tiers:
         values.extend(tier)
     for rule in service.rules:
-        for pool in P.pool_chain(service, rule.pool):
+        for pool in P.rule_chain(service, rule):
             values.extend(pool.values)
     if service.fallback_pool:
         values.extend(service.pools[service.fallback_pool].values)
@@ -35,18 +60,15 @@ def service_datacenters(service: Service) -> list[tuple[str, int, str]]:
 def explain_decision(
     engine: SteeringEngine, service: Service, address: bytes, prefix: int
 ) -> dict[str, Any]:
-    from .engine import compile_service
-
     snap = engine.health.current
-    comp = compile_service(service, engine.datacenters)
     location = None
     if engine.locator is not None and prefix > 0:
         location = engine.locator.locate(address, prefix)
     decision = engine.decide(service, address, prefix)
     trace: list[dict[str, Any]] = []
-    engine._plan(comp, location, address, prefix, snap, trace)
+    engine.narrate(service, location, address, prefix, snap, trace)
 
-    if decision.outcome == "answer" and trace and trace[-1]["step"] == "weighted":
+    if decision.outcome == "answer" and trace and trace[-1]["step"] in ("weighted", "rotate"):
         # The weighted step draws per query; show what this query's draw gave.
         trace.append(
             {
@@ -84,6 +106,8 @@ def explain_decision(
                 "weight": weight,
                 "ipv4": list(dc.ipv4),
                 "ipv6": list(dc.ipv6),
+                "cname": dc.cname,
+                "capacity": dc.capacity,
             }
         )
     ip = ipaddress.ip_address(address)
@@ -96,13 +120,22 @@ def explain_decision(
         "candidates": candidates,
         "steps": trace,
         "outcome": decision.outcome,
-        "answers": list(decision.ipv4 + decision.ipv6),
+        "answers": [decision.cname] if decision.cname else list(decision.ipv4 + decision.ipv6),
+        "cname": decision.cname,
         "ipv4": list(decision.ipv4),
         "ipv6": list(decision.ipv6),
         "datacenters": list(decision.datacenters),
         "scope_prefix": decision.scope_prefix,
+        "scope_network": _scope_net(address, decision.scope_prefix),
+        "scope_reason": engine.scope_reason(service, address, prefix),
+        "transitions": engine.transitions().get(service.name, {}),
         "ttl": decision.ttl,
     }
+
+
+def _scope_net(address: bytes, scope: int) -> str:
+    kind = ipaddress.IPv4Network if len(address) == 4 else ipaddress.IPv6Network
+    return str(kind((int.from_bytes(address, "big"), scope), strict=False))
 
 
 def format_text(report: dict[str, Any]) -> str:
@@ -142,5 +175,8 @@ def format_text(report: dict[str, Any]) -> str:
         lines.append(f"          datacenters {', '.join(report['datacenters'])}")
     else:
         lines.append(f"answer    {report['outcome'].upper()}")
-    lines.append(f"ecs scope /{report['scope_prefix']}   ttl {report['ttl']}")
+    lines.append(
+        f"ecs scope /{report['scope_prefix']} ({report['scope_network']})   ttl {report['ttl']}"
+    )
+    lines.append(f"          {report['scope_reason']}")
     return "\n".join(lines)

@@ -10,7 +10,7 @@ import hashlib
 import math
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from ..config.model import Datacenter
@@ -26,7 +26,7 @@ class Candidate:
     """A datacenter being considered, with the weight and status its pool value gave it."""
 
     dc: Datacenter
-    weight: int = 1
+    weight: float = 1  # a slow start or drain scales it by the datacenter's share
     status: str = "obey"
 
     @property
@@ -77,6 +77,16 @@ def _cand(v: PoolValue, dcs: Mapping[str, Datacenter]) -> Candidate:
     return Candidate(dcs[v.datacenter], v.weight, v.status)
 
 
+def rule_chain(service: Service, rule: Rule) -> list[Pool]:
+    """A rule's pools in failover order: its `pools` list, then the last one's fallbacks; or
+    its `pool` and that pool's fallbacks."""
+    if not rule.pools:
+        return pool_chain(service, rule.pool)
+    chain = [service.pools[name] for name in rule.pools[:-1]]
+    seen = {p.name for p in chain}
+    return chain + [p for p in pool_chain(service, rule.pools[-1]) if p.name not in seen]
+
+
 def pool_chain(service: Service, first: str) -> list[Pool]:
     """The pool and its fallbacks in order (validation forbids loops; stop on one anyway)."""
     chain: list[Pool] = []
@@ -88,6 +98,19 @@ def pool_chain(service: Service, first: str) -> list[Pool]:
         chain.append(pool)
         name = pool.fallback
     return chain
+
+
+def service_datacenter_names(service: Service) -> list[str]:
+    names: list[str] = []
+    values = list(service.datacenters)
+    for tier in service.tiers:
+        values.extend(tier)
+    for pool in service.pools.values():
+        values.extend(pool.values)
+    for v in values:
+        if v.datacenter not in names:
+            names.append(v.datacenter)
+    return names
 
 
 def geo_keys(location: Location | None) -> list[str]:
@@ -138,14 +161,15 @@ def match_rules(
 def _contains(net: object, address: int) -> bool:
     n = int(net.network_address)  # type: ignore[attr-defined]
     shift = net.max_prefixlen - net.prefixlen  # type: ignore[attr-defined]
-    return (address >> shift) == (n >> shift)
+    return bool((address >> shift) == (n >> shift))
 
 
 def subnet_scope(rules: Sequence[Rule], address: int, version: int, prefix: int) -> int:
     """The prefix length a subnet-rule decision depends on.
 
     Inside a matching rule network: that network's length. For every other rule network, the
-    scope must be long enough that the client's scope network does not overlap it.
+    scope must be long enough that the client's scope network does not overlap it, which may
+    be longer than the source prefix (RFC 7871 section 7.2.1).
     """
     bits = 32 if version == 4 else 128
     need = 0
@@ -159,7 +183,7 @@ def subnet_scope(rules: Sequence[Rule], address: int, version: int, prefix: int)
                 common = bits - (address ^ int(net.network_address)).bit_length()
                 if common < net.prefixlen:
                     need = max(need, common + 1)
-    return min(need, prefix)
+    return need
 
 
 # -- ordering ---------------------------------------------------------------------------------
@@ -255,14 +279,104 @@ def sticky_key(address: bytes, prefix: int, sticky_prefix: int) -> tuple[bytes, 
     return value.to_bytes(len(address), "big") + bytes([plen]), plen
 
 
+def fresh_latency(
+    table: Mapping[str, Mapping[str, tuple[float, float]]],
+    address: bytes,
+    prefix: int,
+    measured_prefix: int,
+    now: float,
+    max_age: float,
+) -> tuple[dict[str, float], list[object]]:
+    """Fresh round-trip times for the measured network holding the client, and every network
+    of its family that has a fresh measurement (the scope must stay clear of them)."""
+    import ipaddress
+
+    version = 4 if len(address) == 4 else 6
+    rtts: dict[str, float] = {}
+    nets: list[object] = []
+    value = int.from_bytes(address, "big")
+    for text, per_dc in table.items():
+        fresh = {dc: rtt for dc, (rtt, at) in per_dc.items() if now - at <= max_age}
+        if not fresh:
+            continue
+        net = ipaddress.ip_network(text, strict=False)
+        if net.version != version:
+            continue
+        nets.append(net)
+        if prefix >= min(net.prefixlen, measured_prefix) and _contains(net, value):
+            rtts = fresh
+    return rtts, nets
+
+
+def networks_scope(nets: Sequence[object], address: int, version: int) -> int:
+    """The prefix needed so the client's scope network does not overlap any of `nets` it is
+    outside of (inside one: that network's length)."""
+    bits = 32 if version == 4 else 128
+    need = 0
+    for net in nets:
+        if _contains(net, address):
+            need = max(need, net.prefixlen)  # type: ignore[attr-defined]
+        else:
+            base = int(net.network_address)  # type: ignore[attr-defined]
+            common = bits - (address ^ base).bit_length()
+            if common < net.prefixlen:  # type: ignore[attr-defined]
+                need = max(need, common + 1)
+    return need
+
+
+def latency_order(ordered: Sequence[Candidate], rtts: Mapping[str, float]) -> list[Candidate]:
+    """Measured datacenters first, lowest round-trip time first; then the rest as they were."""
+    measured = sorted((c for c in ordered if c.name in rtts), key=lambda c: rtts[c.name])
+    return measured + [c for c in ordered if c.name not in rtts]
+
+
+def spill(
+    ordered: Sequence[Candidate], k: int, headroom: Mapping[str, float], client_key: bytes
+) -> list[Candidate]:
+    """Clients whose nearest datacenter is down or draining: spread over the k nearest
+    healthy ones in proportion to their headroom, by weighted rendezvous hashing of the
+    client network, so a client keeps its datacenter while headroom holds."""
+    near = list(ordered[:k])
+    if len(near) < 2:
+        return list(ordered)
+    weights = [max(0.0, headroom.get(c.name, 1.0)) for c in near]
+    if not any(weights):
+        weights = [1.0] * len(near)
+    scaled = [replace(c, weight=w) for c, w in zip(near, weights, strict=True) if w > 0]
+    pick = sticky_order(scaled, client_key)[0]
+    return [c for c in ordered if c.name == pick.name] + [c for c in ordered if c.name != pick.name]
+
+
 # -- count ------------------------------------------------------------------------------------
 
 
+def rotations_needed(ordered: Sequence[Candidate], count: int, types: Sequence[str]) -> int:
+    """How many distinct rotations of the datacenters' address lists an answer of `count`
+    can show: 1 when every address fits, else the longest list truncated (at most 16)."""
+    used, _, _ = take_count(ordered, count, types)
+    longest = 1
+    for c in ordered:
+        if c.name not in used:
+            continue
+        for family, want in ((c.dc.ipv4, "A" in types), (c.dc.ipv6, "AAAA" in types)):
+            if want and len(family) > count:
+                longest = max(longest, len(family))
+    return min(longest, 16)
+
+
+def _rotated(addresses: tuple[str, ...], rotation: int) -> tuple[str, ...]:
+    if rotation == 0 or len(addresses) < 2:
+        return addresses
+    k = rotation % len(addresses)
+    return addresses[k:] + addresses[:k]
+
+
 def take_count(
-    ordered: Sequence[Candidate], count: int, types: Sequence[str]
+    ordered: Sequence[Candidate], count: int, types: Sequence[str], rotation: int = 0
 ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     """Up to `count` addresses per family, walking the ordered datacenters; a datacenter
-    without an address of a family is skipped for that family only."""
+    without an address of a family is skipped for that family only. `rotation` starts each
+    datacenter's address list further on, so all its addresses take turns."""
     v4: list[str] = []
     v6: list[str] = []
     used: list[str] = []
@@ -271,10 +385,10 @@ def take_count(
     for c in ordered:
         took = False
         if want4 and len(v4) < count and c.dc.ipv4:
-            v4.extend(c.dc.ipv4[: count - len(v4)])
+            v4.extend(_rotated(c.dc.ipv4, rotation)[: count - len(v4)])
             took = True
         if want6 and len(v6) < count and c.dc.ipv6:
-            v6.extend(c.dc.ipv6[: count - len(v6)])
+            v6.extend(_rotated(c.dc.ipv6, rotation)[: count - len(v6)])
             took = True
         if took:
             used.append(c.name)

@@ -100,12 +100,23 @@ class _Zone:
 class ZoneSet:
     """All served zones plus the set of GSLB service names inside them."""
 
-    def __init__(self, zones: Mapping[str, dns.zone.Zone], services: Collection[str] = ()) -> None:
+    def __init__(
+        self,
+        zones: Mapping[str, dns.zone.Zone],
+        services: Collection[str] | Mapping[str, Collection[str]] = (),
+    ) -> None:
+        """services: the GSLB names, or a mapping of each name to the types it steers ("A",
+        "AAAA"); a type a service does not steer is answered from the zone's own records."""
         self.zones: dict[dns.name.Name, _Zone] = {}
         for zone_data in zones.values():
             indexed = _Zone(zone_data)
             self.zones[indexed.origin] = indexed
         self.services = {dns.name.from_text(s).canonicalize(): s.lower() for s in services}
+        self.unsteered: dict[str, frozenset[int]] = {}
+        if isinstance(services, Mapping):
+            for name, types in services.items():
+                steered = {A if t == "A" else AAAA for t in types}
+                self.unsteered[name.lower()] = frozenset({A, AAAA} - steered)
         # A service name exists like any owner name, and so do its ancestors up to the apex:
         # they are empty non-terminals (NODATA, RFC 8020) and closest enclosers for wildcard
         # synthesis (RFC 4592), exactly as if the service had records in the zone.
@@ -155,13 +166,15 @@ class ZoneSet:
             self._refer(zone, referral, result)
             return
         service = self.services.get(qname.canonicalize())
-        # A service steers its own family; a static RRset of the asked type at the same name
+        # A service answers the types it steers; a static RRset of a type it does not steer
         # (an octoDNS dynamic A beside a plain AAAA) is served as written.
         if (
             service is not None
             and qtype in (A, AAAA, ANY)
             and zone.rrset(qname, CNAME) is None
-            and zone.rrset(qname, qtype) is None
+            and not (
+                qtype in self.unsteered.get(service, ()) and zone.rrset(qname, qtype) is not None
+            )
         ):
             result.kind = Kind.SERVICE
             result.service = service

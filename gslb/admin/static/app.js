@@ -229,8 +229,13 @@ function renderAnswers(st) {
 
 function renderConfig(st) {
   const zones = (st.zones || []).map((z) => h("li", {}, h("code", {}, z.origin), h("span", { class: "muted" }, ` serial ${z.serial}`)));
+  // A slow start or drain in progress: "eu-west drain 40%" (the datacenter's current share).
+  const ramp = (sv) => Object.entries(sv.transitions || {}).map(([dc, t]) => h("span",
+    { class: "tag ramp", title: `${t.kind} ${Math.round(t.progress * 100)}% done` },
+    `${dc} ${t.kind === "drain" ? "drain" : "slow start"} ${Math.round(t.share * 100)}%`));
   const services = (st.services || []).map((sv) => h("li", {}, h("code", {}, sv.name),
-    h("span", { class: "tag" }, sv.policy), h("span", { class: "muted" }, ` ttl ${sv.ttl}s`)));
+    h("span", { class: "tag" }, sv.policy), h("span", { class: "muted" }, ` ttl ${sv.ttl}s`),
+    ...ramp(sv)));
   const n = st.node || {};
   const gen = n.generation || {};
   const workers = (n.workers || []).length;
