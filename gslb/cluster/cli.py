@@ -86,6 +86,14 @@ def override_in_etcd(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"gslb health override: --etcd: {exc}", file=sys.stderr)
         return 2
+    from ..steering.ramp import parse_duration
+
+    try:
+        if getattr(args, "drain", None):
+            parse_duration(args.drain)
+    except ValueError as exc:
+        print(f"gslb health override: --drain: {exc}", file=sys.stderr)
+        return 2
 
     async def store() -> str | None:
         client = EtcdClient(endpoints)
@@ -96,7 +104,10 @@ def override_in_etcd(args: argparse.Namespace) -> int:
             if known is not None and args.target not in known:
                 return f"unknown target {args.target!r} (datacenters: {', '.join(sorted(known))})"
             override = None
-            if args.mode != "none":
+            drain = parse_duration(args.drain) if getattr(args, "drain", None) else 0.0
+            if drain:
+                override = Override("down", args.reason.strip(), time.time(), drain)
+            elif args.mode != "none":
                 override = Override(args.mode, args.reason.strip(), time.time())
             await cluster.set_override(args.target, override)
             return None
