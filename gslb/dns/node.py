@@ -22,10 +22,20 @@ from ..health.snapshot import HealthHolder
 from ..zone import ZoneSet, load_zones
 from .acl import parse_acl
 from .cookies import CookieJar, generate_secret, parse_cookies
+from .extension import ExtensionStats, ProtocolExtension, parse_protocol
+from .notify import Notifier
 from .responder import Protection, Responder
 from .rrl import ResponseRateLimiter, parse_rrl
 from .server import DnsServer, ResponderHolder, install_uvloop, make_socket
 from .settings import DnsSettings, parse_dns, parse_hostport
+from .transfer import (
+    Journal,
+    Transfers,
+    TransferSettings,
+    ZoneVersion,
+    service_fallbacks,
+    zone_versions,
+)
 
 log = logging.getLogger("gslb.dns")
 
@@ -58,14 +68,25 @@ class Loaded:
     loaded_at: float
     locator: Any = None  # gslb.geo.locate.Locator, closed when the generation is retired
     admin: AdminSettings = field(default_factory=AdminSettings)
+    transfer: TransferSettings = field(default_factory=TransferSettings)
+    keyring: Any = None  # gslb.dns.tsig.Keyring
+    changed: list[ZoneVersion] = field(default_factory=list)  # zones to NOTIFY secondaries of
 
     def close(self) -> None:
         if self.locator is not None:
             self.locator.close()
 
 
-def load_generation(options: NodeOptions, health: HealthHolder) -> Loaded:
-    """Read and validate zones and config; raises ConfigError with every reason found."""
+def load_generation(
+    options: NodeOptions,
+    health: HealthHolder,
+    journal: Journal | None = None,
+    extension_stats: ExtensionStats | None = None,
+) -> Loaded:
+    """Read and validate zones and config; raises ConfigError with every reason found.
+
+    `journal` (the node's, kept across reloads) receives this generation's zone versions for
+    IXFR once everything validated."""
     zones = load_zones(options.zones_dir)
     config = None
     steering = None
@@ -90,6 +111,8 @@ def load_generation(options: NodeOptions, health: HealthHolder) -> Loaded:
     reasons += admin_reasons
     protection, protection_reasons = build_protection(extra, options)
     reasons += protection_reasons
+    keyring, transfer, transfer_reasons = parse_protocol(extra)
+    reasons += transfer_reasons
     if reasons:
         if locator is not None:
             locator.close()
@@ -108,8 +131,20 @@ def load_generation(options: NodeOptions, health: HealthHolder) -> Loaded:
         len(services),
         f" from {options.config_path}" if options.config_path else "",
     )
-    responder = Responder(zoneset, settings, steering, health, protection)
-    return Loaded(responder, settings, config, time.time(), locator, admin)
+    if journal is None:
+        journal = Journal(transfer.ixfr_history)
+    journal.history = transfer.ixfr_history
+    changed: list[ZoneVersion] = []
+    if transfer.enabled or transfer.notify:
+        fallbacks = service_fallbacks(config, transfer)
+        changed = journal.publish(zone_versions(zoneset, transfer, fallbacks))
+    extension = ProtocolExtension(
+        keyring, Transfers(transfer, journal), zoneset.zones, stats=extension_stats
+    )
+    responder = Responder(zoneset, settings, steering, health, protection, extension=extension)
+    return Loaded(
+        responder, settings, config, time.time(), locator, admin, transfer, keyring, changed
+    )
 
 
 def build_protection(extra: Any, options: NodeOptions) -> tuple[Protection, list[Any]]:
@@ -138,7 +173,10 @@ class DnsNode:
     ) -> None:
         self.options = options
         self.health = health or HealthHolder()
-        self.generation = load_generation(options, self.health)
+        self.journal = Journal()  # zone versions across reloads, for IXFR
+        self.extension_stats = ExtensionStats()  # TSIG/transfer counters survive reloads
+        self.generation = load_generation(options, self.health, self.journal, self.extension_stats)
+        self.notifier: Notifier | None = None
         self.holder = ResponderHolder(self.generation.responder)
         self.server = DnsServer(self.holder, self.generation.settings, reuse_port=reuse_port)
         self.reloads = 0
@@ -168,11 +206,14 @@ class DnsNode:
             await self.monitor.start()
         await self.server.start()
         self._geoip_task = asyncio.create_task(self._watch_geoip())
+        self.notifier = Notifier(self.generation.keyring)
 
     async def stop(self) -> None:
         if self._geoip_task is not None:
             self._geoip_task.cancel()
         await self.server.stop()
+        if self.notifier is not None:
+            await self.notifier.close()
         if self.monitor is not None:
             await self.monitor.stop()
 
@@ -201,7 +242,9 @@ class DnsNode:
     def reload(self) -> bool:
         """Re-read zones and config; on any error keep serving the previous generation."""
         try:
-            generation = load_generation(self.options, self.health)
+            generation = load_generation(
+                self.options, self.health, self.journal, self.extension_stats
+            )
         except ConfigError as exc:
             self.reload_failures += 1
             self.last_reload_error = str(exc)
@@ -222,9 +265,34 @@ class DnsNode:
         self.last_reload_error = None
         self.reloads += 1
         log.info("reload complete")
+        self._notify_secondaries(generation)
         for callback in self.on_reload:
             callback(True, [])
         return True
+
+    def _notify_secondaries(self, generation: Loaded) -> None:
+        """NOTIFY the configured secondaries of zones whose serial changed; worker 0 only,
+        so N workers send one NOTIFY, not N."""
+        transfer = generation.transfer
+        if not generation.changed or not transfer.notify or self.worker != "0":
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # reload() called outside the event loop (a test without a server)
+        if self.notifier is None:
+            return  # not started
+        self.notifier.keyring = generation.keyring
+        for version in generation.changed:
+            log.info(
+                "zone %s serial %d: notifying %d secondaries",
+                version.origin,
+                version.serial,
+                len(transfer.notify),
+            )
+            self.notifier.notify(
+                version, transfer.notify, transfer.notify_retries, transfer.notify_timeout
+            )
 
 
 async def start_node_admin(node: DnsNode) -> Any:

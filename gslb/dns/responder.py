@@ -188,8 +188,12 @@ class Responder:
         steering: Steering | None = None,
         health: Any = None,
         protection: Protection | None = None,
+        extension: Any = None,
     ) -> None:
         self.zones = zones
+        # xfr TEMPORARY HOOK until dnscore's protocol-extension seam: TSIG, AXFR/IXFR and
+        # NOTIFY go to gslb.dns.extension.ProtocolExtension.handle.
+        self.extension = extension
         self.settings = settings or DnsSettings()
         self.steering = steering
         self.health = health  # HealthHolder: GSLB packet-cache entries live for one epoch
@@ -234,10 +238,13 @@ class Responder:
         stats.queries += 1
         if stats.queries % self._sample_every:
             return self._udp(data, client, listener)
-        return self._sampled(data, client, listener, udp=True)
+        return self._sampled(data, client, listener, udp=True)  # type: ignore[return-value]
 
-    def _sampled(self, data: bytes, client: str, listener: str, udp: bool) -> bytes | None:
+    def _sampled(
+        self, data: bytes, client: str, listener: str, udp: bool
+    ) -> bytes | list[bytes] | None:
         started = time.perf_counter()
+        response: bytes | list[bytes] | None
         if udp:
             response = self._udp(data, client, listener)
         else:
@@ -247,7 +254,8 @@ class Responder:
         if not queries % LATENCY_SAMPLE:
             self.stats.observe_latency(elapsed)
         if self._log_every and not queries % self._log_every:
-            _log_query(data, client, response, "udp" if udp else "tcp", elapsed)
+            first = response[0] if isinstance(response, list) else response  # a transfer
+            _log_query(data, client, first, "udp" if udp else "tcp", elapsed)
         return response
 
     def _udp(self, data: bytes, client: str, listener: str) -> bytes | None:
@@ -259,7 +267,7 @@ class Responder:
         if packet is not None:
             packet.hits += 1
             return data[:2] + packet.response
-        return self._answer(data, client, udp=True)
+        return self._answer(data, client, udp=True)  # type: ignore[return-value]
 
     def _gslb_packet(self, key: bytes) -> _Packet | None:
         """A GSLB packet-cache entry, valid only for the health epoch it was made in."""
@@ -287,7 +295,7 @@ class Responder:
             response: bytes | None = data[:2] + packet.response
             rclass, key, exempt = packet.rclass, packet.rrl_key, False
         else:
-            response = self._answer(data, client, udp=True)
+            response = self._answer(data, client, udp=True)  # type: ignore[assignment]
             if response is None:
                 return None
             rclass, key, exempt = self._last
@@ -325,13 +333,15 @@ class Responder:
             self._packed[client] = packed
         return packed
 
-    def handle_tcp(self, data: bytes, client: str, listener: str = "") -> bytes | None:
+    def handle_tcp(
+        self, data: bytes, client: str, listener: str = ""
+    ) -> bytes | list[bytes] | None:
         self.stats.queries += 1
         if self.stats.queries % self._sample_every:
             return self._tcp(data, client, listener)
         return self._sampled(data, client, listener, udp=False)
 
-    def _tcp(self, data: bytes, client: str, listener: str) -> bytes | None:
+    def _tcp(self, data: bytes, client: str, listener: str) -> bytes | list[bytes] | None:
         acl = self._listener_acls.get(listener, self._acl)
         if acl is not None:
             action = acl.check(self._pack(client))
@@ -361,12 +371,37 @@ class Responder:
 
     # -- the slow path ----------------------------------------------------------------------
 
-    def _answer(self, data: bytes, client: str, udp: bool) -> bytes | None:
+    def _answer(self, data: bytes, client: str, udp: bool) -> bytes | list[bytes] | None:
         try:
             query = wire.parse_query(data)
         except wire.Drop:
             self.stats.dropped += 1
             return None
+        extension = self.extension
+        if extension is not None and (
+            query.opcode == 4 or query.tsig or query.qtype in ZONE_TRANSFER_TYPES
+        ):
+            self._last = (ResponseClass.ERROR, b"", False)
+            try:
+                messages: list[bytes] | None = extension.handle(data, client, not udp, self._core)
+            except Exception:  # a bug must cost one answer, never the server
+                self.stats.errors += 1
+                log.exception("internal error in the protocol extension; sent SERVFAIL")
+                return wire.error_response(query, wire.SERVFAIL, with_question=True)
+            if messages is None or not udp:
+                return messages
+            return messages[0] if messages else None
+        return self._answer_query(query, data, client, udp)
+
+    def _core(self, data: bytes, client: str, tcp: bool) -> bytes | None:
+        try:
+            query = wire.parse_query(data)
+        except wire.Drop:
+            self.stats.dropped += 1
+            return None
+        return self._answer_query(query, data, client, not tcp)
+
+    def _answer_query(self, query: wire.Query, data: bytes, client: str, udp: bool) -> bytes | None:
         self._last = (ResponseClass.ERROR, b"", False)
         try:
             return self._respond(query, data, client, udp)

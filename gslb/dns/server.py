@@ -137,6 +137,10 @@ class TcpProtocol(asyncio.Protocol):
             response = self.holder.current.handle_tcp(message, self.client, self.listener)
             if response is None:
                 continue  # RFC 7766 6.2.4: a dropped message need not close the connection
+            if isinstance(response, list):  # a zone transfer: several messages
+                for part in response:
+                    self.transport.write(len(part).to_bytes(2, "big") + part)  # type: ignore[union-attr]
+                continue
             self.transport.write(len(response).to_bytes(2, "big") + response)  # type: ignore[union-attr]
         if answered:
             self._restart_timer()

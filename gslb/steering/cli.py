@@ -89,6 +89,10 @@ def _section_reasons(extra: Any) -> list[Reason]:
             continue  # that component is not part of this build
         _, found = parse(extra[section])
         reasons.extend(found)
+    if "tsig_keys" in extra or "transfer" in extra:
+        # One parser for both: transfer rules name keys from tsig_keys.
+        parse = importlib.import_module("gslb.dns.extension").parse_protocol
+        reasons.extend(parse(extra)[-1])
     return reasons
 
 

@@ -1,0 +1,160 @@
+"""The protocol extension the responder hands special queries to: TSIG, AXFR/IXFR, NOTIFY.
+
+The responder routes a query here when it has opcode NOTIFY, qtype AXFR/IXFR, or a TSIG RR
+(`handle(data, client, tcp, core)`); everything else never comes near this module, so the
+common path pays nothing. Here a signed query is verified (failures answered per RFC 8945),
+its TSIG stripped, the stripped query answered (a transfer, a NOTIFY reply, or by `core`, the
+responder's ordinary answer path), and every message of the answer signed with the same key.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+import dns.name
+import dns.rdatatype
+
+from ..clock import SYSTEM_CLOCK, Clock
+from ..errors import Reason
+from . import notify, tsig
+from .transfer import Transfers, TransferSettings, parse_transfer
+
+log = logging.getLogger("gslb.dns")
+
+Core = Callable[[bytes, str, bool], bytes | None]
+OPCODE_QUERY = 0
+TRANSFER_TYPES = (dns.rdatatype.AXFR, dns.rdatatype.IXFR)
+REFUSED = 5
+TC = 0x0200
+
+
+def parse_protocol(extra: Any) -> tuple[tsig.Keyring, TransferSettings, list[Reason]]:
+    """`tsig_keys:` and `transfer:` together, since transfer rules name keys."""
+    keyring, reasons = tsig.parse_tsig_keys(extra.get("tsig_keys"))
+    transfer, transfer_reasons = parse_transfer(extra.get("transfer"), keyring)
+    return keyring, transfer, reasons + transfer_reasons
+
+
+@dataclass
+class ExtensionStats:
+    signed: int = 0  # signed queries verified and answered signed
+    tsig_errors: dict[int, int] = field(default_factory=dict)  # TSIG error -> count
+    transfers: int = 0  # AXFR/IXFR requests (any outcome)
+    notifies: int = 0  # NOTIFY messages received
+
+
+class ProtocolExtension:
+    def __init__(
+        self,
+        keyring: tsig.Keyring | None = None,
+        transfers: Transfers | None = None,
+        origins: Collection[dns.name.Name] = (),
+        clock: Clock = SYSTEM_CLOCK,
+        stats: ExtensionStats | None = None,
+    ) -> None:
+        self.keyring = keyring or tsig.Keyring()
+        self.transfers = transfers
+        self.origins = frozenset(origins)
+        self.clock = clock
+        self.stats = stats or ExtensionStats()
+
+    @staticmethod
+    def wants(opcode: int, qtype: int, has_tsig: bool) -> bool:
+        """Whether a parsed query is this extension's (the responder's routing rule)."""
+        return has_tsig or opcode == notify.OPCODE_NOTIFY or qtype in TRANSFER_TYPES
+
+    def handle(self, data: bytes, client: str, tcp: bool, core: Core) -> list[bytes] | None:
+        """The messages answering `data` (several for a transfer), or None to send nothing."""
+        try:
+            envelope = tsig.read_envelope(data)
+        except tsig.Malformed:
+            return _one(core(data, client, tcp))  # the core's FORMERR rules apply
+        if envelope.flags & 0x8000:
+            return None  # a response: never answered
+        signer = None
+        if envelope.tsig is not None:
+            verdict = tsig.verify(data, envelope, self.keyring, self.clock)
+            if not verdict.ok:
+                errors = self.stats.tsig_errors
+                errors[verdict.error] = errors.get(verdict.error, 0) + 1
+                log.info(
+                    "TSIG %s from %s (key %s)",
+                    _error_name(verdict.error),
+                    client,
+                    envelope.tsig_owner,
+                )
+                return [tsig.error_response(data, envelope, verdict, self.clock)]
+            assert verdict.key is not None
+            self.stats.signed += 1
+            signer = tsig.Signer(verdict.key, verdict.request_mac, self.clock)
+        stripped = envelope.stripped(data)
+        key = signer.key.name if signer is not None else None
+        if envelope.opcode == notify.OPCODE_NOTIFY:
+            self.stats.notifies += 1
+            responses = [notify.answer_notify(envelope, stripped, self.origins)]
+        elif envelope.opcode == OPCODE_QUERY and envelope.qtype in TRANSFER_TYPES:
+            self.stats.transfers += 1
+            if self.transfers is None:
+                responses = [envelope.reply(stripped, REFUSED)]
+            else:
+                responses = self.transfers.respond(envelope, stripped, client, tcp, key)
+        else:
+            if signer is not None and not tcp and envelope.edns:
+                stripped = _reserve(stripped, envelope, tsig.tsig_overhead(signer.key))
+            response = core(stripped, client, tcp)
+            if response is None:
+                return None
+            responses = [response]
+        if signer is None:
+            return responses
+        if len(responses) == 1:
+            signed = signer.sign(responses[0])
+            if not tcp and len(signed) > _udp_limit(data, envelope):
+                signed = signer.sign(_truncated(responses[0]))
+            return [signed]
+        return [signer.sign(message, multi=True) for message in responses]
+
+
+def _one(response: bytes | None) -> list[bytes] | None:
+    return None if response is None else [response]
+
+
+def _reserve(stripped: bytes, envelope: tsig.Envelope, overhead: int) -> bytes:
+    """Lower the query's advertised UDP size by the TSIG the answer will carry, so the core
+    truncates with room left for it (RFC 8945 5.3: the signature is part of the limit)."""
+    offset = envelope.opt_class
+    payload = struct.unpack_from("!H", stripped, offset)[0]
+    reduced = max(512, max(payload, 512) - overhead)
+    return stripped[:offset] + struct.pack("!H", reduced) + stripped[offset + 2 :]
+
+
+def _udp_limit(data: bytes, envelope: tsig.Envelope) -> int:
+    if not envelope.edns:
+        return 512
+    return max(512, int(struct.unpack_from("!H", data, envelope.opt_class)[0]))
+
+
+def _truncated(response: bytes) -> bytes:
+    """The response cut to its header (TC=1, AA kept) and question: the signed reply did not
+    fit the client's UDP size, so it retries over TCP."""
+    try:
+        envelope = tsig.read_envelope(response)
+    except tsig.Malformed:
+        return response[:2] + struct.pack("!5H", 0x8000 | TC | 2, 0, 0, 0, 0)  # SERVFAIL
+    cut = bytearray(envelope.reply(response, response[3] & 0xF))
+    cut[2] |= (response[2] & 0x04) | 0x02  # AA as answered, and TC
+    return bytes(cut)
+
+
+def _error_name(error: int) -> str:
+    return {
+        tsig.BADKEY: "BADKEY",
+        tsig.BADSIG: "BADSIG",
+        tsig.BADTIME: "BADTIME",
+        tsig.BADTRUNC: "BADTRUNC",
+        tsig.FORMERR: "FORMERR",
+    }.get(error, str(error))
