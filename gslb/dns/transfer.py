@@ -2,9 +2,10 @@
 
 What a transfer contains: every record of the zone file. GSLB service names are dynamic, so a
 secondary cannot steer; by config (`transfer.service_names`) it receives either nothing for
-them (`omit`, the default: the secondary answers NODATA there, so put only gslb nodes in the
-service names' NS set) or a static fallback A/AAAA answer (`fallback`): the addresses given in
-`transfer.fallback`, else the addresses of every datacenter the service uses.
+them (`omit`, the default: the secondary answers NXDOMAIN there, or NODATA where the name has
+other records, so only gslb nodes belong in the NS set of zones with services) or a static
+fallback A/AAAA answer (`fallback`): the addresses given in `transfer.fallback`, else the
+addresses of every datacenter the service uses.
 
 IXFR answers with the condensed difference between the client's serial and ours when the
 client's serial is one this node has served since it started (kept for `ixfr_history`
