@@ -28,7 +28,7 @@ log = logging.getLogger("gslb.dns")
 Core = Callable[[bytes, str, bool], bytes | None]
 OPCODE_QUERY = 0
 TRANSFER_TYPES = (dns.rdatatype.AXFR, dns.rdatatype.IXFR)
-REFUSED = 5
+FORMERR, REFUSED = 1, 5
 TC = 0x0200
 
 
@@ -69,12 +69,14 @@ class ProtocolExtension:
 
     def handle(self, data: bytes, client: str, tcp: bool, core: Core) -> list[bytes] | None:
         """The messages answering `data` (several for a transfer), or None to send nothing."""
+        if len(data) < 12 or data[2] & 0x80:
+            return None  # no header, or a response: never answered
         try:
             envelope = tsig.read_envelope(data)
         except tsig.Malformed:
-            return _one(core(data, client, tcp))  # the core's FORMERR rules apply
-        if envelope.flags & 0x8000:
-            return None  # a response: never answered
+            # Unreadable records (a TSIG not last, a bad name...): FORMERR, the header only.
+            flags = 0x8000 | (struct.unpack_from("!H", data, 2)[0] & 0x7900) | FORMERR
+            return [data[:2] + struct.pack("!5H", flags, 0, 0, 0, 0)]
         signer = None
         if envelope.tsig is not None:
             verdict = tsig.verify(data, envelope, self.keyring, self.clock)
@@ -117,10 +119,6 @@ class ProtocolExtension:
                 signed = signer.sign(_truncated(responses[0]))
             return [signed]
         return [signer.sign(message, multi=True) for message in responses]
-
-
-def _one(response: bytes | None) -> list[bytes] | None:
-    return None if response is None else [response]
 
 
 def _reserve(stripped: bytes, envelope: tsig.Envelope, overhead: int) -> bytes:
