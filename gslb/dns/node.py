@@ -22,8 +22,8 @@ from ..health.snapshot import HealthHolder
 from ..zone import ZoneSet, load_zones
 from .acl import parse_acl
 from .cookies import CookieJar, generate_secret, parse_cookies
-from .extension import ExtensionStats, ProtocolExtension, parse_protocol
 from .notify import Notifier
+from .protocol_extension import ExtensionStats, ProtocolExtension, parse_protocol
 from .responder import Protection, Responder
 from .rrl import ResponseRateLimiter, parse_rrl
 from .server import DnsServer, ResponderHolder, install_uvloop, make_socket

@@ -91,7 +91,7 @@ def _section_reasons(extra: Any) -> list[Reason]:
         reasons.extend(found)
     if "tsig_keys" in extra or "transfer" in extra:
         # One parser for both: transfer rules name keys from tsig_keys.
-        parse = importlib.import_module("gslb.dns.extension").parse_protocol
+        parse = importlib.import_module("gslb.dns.protocol_extension").parse_protocol
         reasons.extend(parse(extra)[-1])
     return reasons
 
