@@ -20,11 +20,14 @@ from ..admin.settings import AdminSettings, parse_admin
 from ..errors import ConfigError
 from ..health.snapshot import HealthHolder
 from ..zone import ZoneSet, load_zones
+from ..zone.checks import services_under_delegations
 from .acl import parse_acl
 from .cookies import CookieJar, generate_secret, parse_cookies
+from .counters import Counters
+from .guards import Protection
 from .notify import Notifier
 from .protocol_extension import ExtensionStats, ProtocolExtension, parse_protocol
-from .responder import Protection, Responder
+from .responder import Responder
 from .rrl import ResponseRateLimiter, parse_rrl
 from .server import DnsServer, ResponderHolder, install_uvloop, make_socket
 from .settings import DnsSettings, parse_dns, parse_hostport
@@ -80,6 +83,7 @@ class Loaded:
 def load_generation(
     options: NodeOptions,
     health: HealthHolder,
+    counters: Counters | None = None,
     journal: Journal | None = None,
     extension_stats: ExtensionStats | None = None,
 ) -> Loaded:
@@ -124,6 +128,12 @@ def load_generation(
         settings = replace(settings, workers=options.workers)
     services = list(steering.services) if steering is not None else []
     zoneset = ZoneSet(zones, services)
+    if config is not None:
+        delegated = services_under_delegations(zoneset, config.services)
+        if delegated:
+            if locator is not None:
+                locator.close()
+            raise ConfigError(delegated)
     log.info(
         "loaded %d zone(s) %s and %d service(s)%s",
         len(zones),
@@ -141,7 +151,9 @@ def load_generation(
     extension = ProtocolExtension(
         keyring, Transfers(transfer, journal), zoneset.zones, stats=extension_stats
     )
-    responder = Responder(zoneset, settings, steering, health, protection, extension=extension)
+    responder = Responder(
+        zoneset, settings, steering, health, protection, counters, extension=extension
+    )
     return Loaded(
         responder, settings, config, time.time(), locator, admin, transfer, keyring, changed
     )
@@ -173,9 +185,13 @@ class DnsNode:
     ) -> None:
         self.options = options
         self.health = health or HealthHolder()
+        # One set of counters for every generation: totals survive reloads.
+        self.counters = Counters()
         self.journal = Journal()  # zone versions across reloads, for IXFR
         self.extension_stats = ExtensionStats()  # TSIG/transfer counters survive reloads
-        self.generation = load_generation(options, self.health, self.journal, self.extension_stats)
+        self.generation = load_generation(
+            options, self.health, self.counters, self.journal, self.extension_stats
+        )
         self.notifier: Notifier | None = None
         self.holder = ResponderHolder(self.generation.responder)
         self.server = DnsServer(self.holder, self.generation.settings, reuse_port=reuse_port)
@@ -187,15 +203,11 @@ class DnsNode:
         self._geoip_task: asyncio.Task[None] | None = None
         self.worker = os.environ.get("GSLB_WORKER", "0")
         self.on_reload: list[Any] = []  # callbacks (ok, errors) for status and events
-        # Counters of responders replaced by reloads, so exported totals never go backwards.
-        self.retired_counts: dict[tuple[int, int, str, str], int] = {}
+        # The counters carry over reloads; this stays (0, 0) for readers that add it.
         self.retired_cache = (0, 0)
 
     def answer_counts(self) -> dict[tuple[int, int, str, str], int]:
-        counts = dict(self.retired_counts)
-        for labels, count in self.holder.current.answer_counts().items():
-            counts[labels] = counts.get(labels, 0) + count
-        return counts
+        return self.holder.current.answer_counts()
 
     async def start(self) -> None:
         config = self.generation.config
@@ -243,7 +255,7 @@ class DnsNode:
         """Re-read zones and config; on any error keep serving the previous generation."""
         try:
             generation = load_generation(
-                self.options, self.health, self.journal, self.extension_stats
+                self.options, self.health, self.counters, self.journal, self.extension_stats
             )
         except ConfigError as exc:
             self.reload_failures += 1
@@ -257,10 +269,7 @@ class DnsNode:
             self.monitor.reload(generation.config)
         retired = self.holder.current
         self.holder.current = generation.responder
-        for labels, count in retired.answer_counts().items():
-            self.retired_counts[labels] = self.retired_counts.get(labels, 0) + count
-        hits, misses = retired.cache_counts()
-        self.retired_cache = (self.retired_cache[0] + hits, self.retired_cache[1] + misses)
+        retired.retire()
         retired_generation.close()
         self.last_reload_error = None
         self.reloads += 1

@@ -1,8 +1,8 @@
-"""The protocol extension the responder hands special queries to: TSIG, AXFR/IXFR, NOTIFY.
+"""The protocol extension (the seam in extension.py): TSIG, AXFR/IXFR and NOTIFY.
 
-The responder routes a query here when it has opcode NOTIFY, qtype AXFR/IXFR, or a TSIG RR
-(`handle(data, client, tcp, core)`); everything else never comes near this module, so the
-common path pays nothing. Here a signed query is verified (failures answered per RFC 8945),
+The responder routes a query here when its opcode is not QUERY, its qtype is AXFR/IXFR, or it
+has a TSIG RR (`extension.wants_extension`); everything else never comes near this module, so
+the common path pays nothing. Here a signed query is verified (failures answered per RFC 8945),
 its TSIG stripped, the stripped query answered (a transfer, a NOTIFY reply, or by `core`, the
 responder's ordinary answer path), and every message of the answer signed with the same key.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,11 +21,11 @@ import dns.rdatatype
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import Reason
 from . import notify, tsig
+from .extension import Core
 from .transfer import Transfers, TransferSettings, parse_transfer
 
 log = logging.getLogger("gslb.dns")
 
-Core = Callable[[bytes, str, bool], bytes | None]
 OPCODE_QUERY = 0
 TRANSFER_TYPES = (dns.rdatatype.AXFR, dns.rdatatype.IXFR)
 FORMERR, REFUSED = 1, 5
@@ -61,11 +61,6 @@ class ProtocolExtension:
         self.origins = frozenset(origins)
         self.clock = clock
         self.stats = stats or ExtensionStats()
-
-    @staticmethod
-    def wants(opcode: int, qtype: int, has_tsig: bool) -> bool:
-        """Whether a parsed query is this extension's (the responder's routing rule)."""
-        return has_tsig or opcode == notify.OPCODE_NOTIFY or qtype in TRANSFER_TYPES
 
     def handle(self, data: bytes, client: str, tcp: bool, core: Core) -> list[bytes] | None:
         """The messages answering `data` (several for a transfer), or None to send nothing."""

@@ -12,8 +12,8 @@ client's serial is one this node has served since it started (kept for `ixfr_his
 generations per zone), with the whole zone in IXFR form otherwise (RFC 1995 section 4), and
 with our SOA alone when the client is current.
 
-Transfers go over TCP only: an AXFR over UDP gets FORMERR (what BIND answers); an IXFR over UDP
-gets our SOA alone, which tells an allowed client to come back over TCP (RFC 1995 section 2).
+Transfers go over TCP only: an AXFR over UDP is REFUSED (RFC 5936 defines no UDP AXFR); an IXFR
+over UDP gets our SOA alone, which tells an allowed client to come back over TCP (RFC 1995 2).
 Who may transfer: `transfer.allow`, a list of {network, key}; a request is allowed when its
 source is in a rule's network and, if the rule names a key, it was signed with that key.
 Everything else is REFUSED; a name that is not one of our zone apexes is NOTAUTH.
@@ -428,7 +428,7 @@ class Transfers:
         if envelope.qname is None or envelope.qclass != dns.rdataclass.IN:
             return [envelope.reply(data, FORMERR if envelope.qname is None else REFUSED)]
         if not tcp and envelope.qtype == AXFR:
-            return [envelope.reply(data, FORMERR)]
+            return [envelope.reply(data, REFUSED)]  # as before transfers existed
         if not self.allowed(client, key):
             log.info(
                 "%s of %s from %s refused (key %s)",
