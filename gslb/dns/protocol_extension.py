@@ -69,8 +69,12 @@ class ProtocolExtension:
         try:
             envelope = tsig.read_envelope(data)
         except tsig.Malformed:
+            flags = struct.unpack_from("!H", data, 2)[0]
+            if (flags >> 11) & 0xF not in (OPCODE_QUERY, notify.OPCODE_NOTIFY):
+                response = core(data, client, tcp)  # an opcode we do not implement: NOTIMP
+                return None if response is None else [response]
             # Unreadable records (a TSIG not last, a bad name...): FORMERR, the header only.
-            flags = 0x8000 | (struct.unpack_from("!H", data, 2)[0] & 0x7900) | FORMERR
+            flags = 0x8000 | (flags & 0x7900) | FORMERR
             return [data[:2] + struct.pack("!5H", flags, 0, 0, 0, 0)]
         signer = None
         if envelope.tsig is not None:
