@@ -236,3 +236,30 @@ def test_malformed_tsig_is_formerr(server: ServerThread) -> None:
     data = signed_query("www.example.test", "A").to_wire()
     reply = raw_exchange(server.port, data[:-3], tcp=False)[0]  # cut into the TSIG rdata
     assert reply[3] & 0xF == dns.rcode.FORMERR
+
+
+def test_tsig_not_last_is_formerr_over_the_wire(server: ServerThread) -> None:
+    data = signed_query("www.example.test", "A").to_wire()
+    extra = b"\x00" + struct.pack("!HHIH", 41, 1232, 0, 0)  # an OPT after the TSIG
+    arcount = struct.unpack_from("!H", data, 10)[0] + 1
+    bad = data[:10] + struct.pack("!H", arcount) + data[12:] + extra
+    (reply,) = raw_exchange(server.port, bad, tcp=False)
+    assert reply[:2] == data[:2] and reply[3] & 0xF == dns.rcode.FORMERR
+
+
+def test_truncated_mac_gets_signed_badtrunc(server: ServerThread) -> None:
+    query = signed_query("www.example.test", "A")
+    data = query.to_wire()
+    envelope = tsig.read_envelope(data)
+    assert envelope.tsig is not None
+    short = envelope.tsig.replace(mac=envelope.tsig.mac[:16])  # legal length, below our policy
+    unsigned = envelope.stripped(data)
+    assert envelope.tsig_owner is not None
+    (wire,) = raw_exchange(
+        server.port, tsig.append_tsig(unsigned, envelope.tsig_owner, short), False
+    )
+    reply = unverified(wire)
+    rdata = tsig_rdata(reply)
+    assert reply.rcode() == dns.rcode.NOTAUTH
+    assert rdata.error == dns.rcode.BADTRUNC and len(rdata.mac) == 32  # type: ignore[attr-defined]
+    assert rdata.mac == hmac_sha256_mac(wire, envelope.tsig.mac[:16])  # type: ignore[attr-defined]
