@@ -289,7 +289,9 @@ def test_ixfr_verifies_with_dnspython_inbound_xfr(tmp_path: Path) -> None:
         )
         bump(tmp_path, 2, add="new IN A 192.0.2.200\n")
         assert node.call(node.node.reload)  # type: ignore[union-attr]
-        query, _ = dns.xfr.make_query(zone, keyring=keyring(), keyname="xfr-key")
+        query, _ = dns.xfr.make_query(
+            zone, keyring=keyring(), keyname=dns.name.from_text("xfr-key")
+        )
         dns.query.inbound_xfr("127.0.0.1", zone, query, port=node.port, timeout=5)
         assert zone.find_rdataset("new.example.test.", "A")[0].to_text() == "192.0.2.200"
         assert zone.find_rdataset("example.test.", "SOA")[0].serial == 2
@@ -509,6 +511,7 @@ def test_reload_with_new_serial_notifies_with_retries(tmp_path: Path) -> None:
         bump(tmp_path, 2)
         assert node.call(node.node.reload)  # type: ignore[union-attr]
         notifier = node.node.notifier  # type: ignore[union-attr]
+        assert notifier is not None
         assert wait_for(lambda: notifier.acknowledged == 1)
         assert len(secondary.received) == 2  # the first went unanswered, so it was resent
         first = secondary.received[0]
@@ -531,6 +534,7 @@ def test_notify_gives_up_after_its_retries(tmp_path: Path) -> None:
         bump(tmp_path, 2)
         assert node.call(node.node.reload)  # type: ignore[union-attr]
         notifier = node.node.notifier  # type: ignore[union-attr]
+        assert notifier is not None
         assert wait_for(lambda: notifier.failed == 1)
         assert len(secondary.received) == 3 and not secondary.received[0].had_tsig
     finally:

@@ -74,7 +74,7 @@ def start_node(tmp_path: Path, transfer: str = DEFAULT_TRANSFER) -> ServerThread
 
 
 def keyring(secret: str = SECRET, name: str = KEY_NAME) -> dict[dns.name.Name, dns.tsig.Key]:
-    return dns.tsigkeyring.from_text({name: ("hmac-sha256", secret)})  # type: ignore[no-any-return]
+    return dns.tsigkeyring.from_text({name: ("hmac-sha256", secret)})
 
 
 def signed_query(
