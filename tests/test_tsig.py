@@ -174,6 +174,10 @@ def test_signed_response_too_big_for_udp_is_truncated_and_signed(server: ServerT
     assert response.had_tsig and response.flags & dns.flags.TC
     response = dns.query.tcp(query, "127.0.0.1", port=server.port, timeout=3)
     assert response.had_tsig and len(response.answer[0]) == 6
+    # A client offering more than our edns_payload still gets at most 1232 bytes, TSIG included.
+    query = signed_query("big.example.test", "TXT", use_edns=0, payload=4096)
+    (wire,) = raw_exchange(server.port, query.to_wire(), tcp=False)
+    assert len(wire) <= 1232
 
 
 def test_unknown_key_gets_notauth_with_unsigned_badkey(server: ServerThread) -> None:

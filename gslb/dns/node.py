@@ -149,7 +149,11 @@ def load_generation(
         fallbacks = service_fallbacks(config, transfer)
         changed = journal.publish(zone_versions(zoneset, transfer, fallbacks))
     extension = ProtocolExtension(
-        keyring, Transfers(transfer, journal), zoneset.zones, stats=extension_stats
+        keyring,
+        Transfers(transfer, journal),
+        zoneset.zones,
+        stats=extension_stats,
+        edns_payload=settings.edns_payload,
     )
     responder = Responder(
         zoneset, settings, steering, health, protection, counters, extension=extension

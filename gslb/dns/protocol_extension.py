@@ -55,8 +55,10 @@ class ProtocolExtension:
         origins: Collection[dns.name.Name] = (),
         clock: Clock = SYSTEM_CLOCK,
         stats: ExtensionStats | None = None,
+        edns_payload: int = 1232,
     ) -> None:
         self.keyring = keyring or tsig.Keyring()
+        self.edns_payload = edns_payload  # our largest UDP answer (dns.edns_payload)
         self.transfers = transfers
         self.origins = frozenset(origins)
         self.clock = clock
@@ -105,7 +107,8 @@ class ProtocolExtension:
                 responses = self.transfers.respond(envelope, stripped, client, tcp, key)
         else:
             if signer is not None and not tcp and envelope.edns:
-                stripped = _reserve(stripped, envelope, tsig.tsig_overhead(signer.key))
+                limit = _udp_limit(data, envelope, self.edns_payload)
+                stripped = _reserve(stripped, envelope, limit - tsig.tsig_overhead(signer.key))
             response = core(stripped, client, tcp)
             if response is None:
                 return None
@@ -114,25 +117,24 @@ class ProtocolExtension:
             return responses
         if len(responses) == 1:
             signed = signer.sign(responses[0])
-            if not tcp and len(signed) > _udp_limit(data, envelope):
+            if not tcp and len(signed) > _udp_limit(data, envelope, self.edns_payload):
                 signed = signer.sign(_truncated(responses[0]))
             return [signed]
         return [signer.sign(message, multi=True) for message in responses]
 
 
-def _reserve(stripped: bytes, envelope: tsig.Envelope, overhead: int) -> bytes:
-    """Lower the query's advertised UDP size by the TSIG the answer will carry, so the core
-    truncates with room left for it (RFC 8945 5.3: the signature is part of the limit)."""
+def _reserve(stripped: bytes, envelope: tsig.Envelope, size: int) -> bytes:
+    """Lower the query's advertised UDP size to leave room for the TSIG the answer will
+    carry, so the core truncates with the signature counted (RFC 8945 5.3)."""
     offset = envelope.opt_class
-    payload = struct.unpack_from("!H", stripped, offset)[0]
-    reduced = max(512, max(payload, 512) - overhead)
-    return stripped[:offset] + struct.pack("!H", reduced) + stripped[offset + 2 :]
+    return stripped[:offset] + struct.pack("!H", max(512, size)) + stripped[offset + 2 :]
 
 
-def _udp_limit(data: bytes, envelope: tsig.Envelope) -> int:
+def _udp_limit(data: bytes, envelope: tsig.Envelope, ours: int) -> int:
+    """The largest UDP reply: 512 without EDNS, else min(the client's size, ours)."""
     if not envelope.edns:
         return 512
-    return max(512, int(struct.unpack_from("!H", data, envelope.opt_class)[0]))
+    return max(512, min(ours, int(struct.unpack_from("!H", data, envelope.opt_class)[0])))
 
 
 def _truncated(response: bytes) -> bytes:
