@@ -41,6 +41,7 @@ CLASS_IN = core.CLASS_IN
 CLASS_CH = core.CLASS_CH
 TYPE_AXFR = wire.TYPE_AXFR
 TYPE_IXFR = wire.TYPE_IXFR
+EXTENSION_TYPES = (TYPE_AXFR, TYPE_IXFR)  # with opcode != QUERY or TSIG: extension.wants_extension
 
 # What a slow-path answer counts as for rate limiting: (response, class, key, cookie-valid).
 Result = tuple[bytes | None, ResponseClass, bytes, bool]
@@ -79,6 +80,10 @@ class Responder:
             self.settings.answer_cache_size,
             health,
         )
+        # Bound once for the hit path (the caches only ever clear these dicts, never replace them).
+        self._packets = self.caches.packets
+        self._gslb_packets = self.caches.gslb_packets
+        self._guarded = self.guards.guarded
         self.extension: Extension = extension or DefaultExtension()
         self.signers: Mapping[dns.name.Name, Signer] = signers or {}
         self.identity = Identity(self.settings.chaos_version, self.settings.chaos_id)
@@ -123,12 +128,11 @@ class Responder:
             _log_query(data, client, responses[0] if responses else None, transport, elapsed)
 
     def _udp(self, data: bytes, client: str, listener: str) -> bytes | None:
-        if self.guards.guarded:
+        if self._guarded:
             return self._udp_guarded(data, client, listener)
-        caches = self.caches
-        packet = caches.packets.get(data[2:])
-        if packet is None and caches.gslb_packets:
-            packet = caches.gslb_packet(data[2:])
+        packet = self._packets.get(data[2:])
+        if packet is None and self._gslb_packets:
+            packet = self.caches.gslb_packet(data[2:])
         if packet is not None:
             packet.hits += 1
             return data[:2] + packet.response
@@ -142,10 +146,9 @@ class Responder:
             action = guards.acl.check(packed, listener)
             if action is not Action.ALLOW:
                 return self._denied(data, action)
-        caches = self.caches
-        packet = caches.packets.get(data[2:])
-        if packet is None and caches.gslb_packets:
-            packet = caches.gslb_packet(data[2:])
+        packet = self._packets.get(data[2:])
+        if packet is None and self._gslb_packets:
+            packet = self.caches.gslb_packet(data[2:])
         if packet is not None:
             packet.hits += 1
             response: bytes | None = data[:2] + packet.response
@@ -216,13 +219,21 @@ class Responder:
             return None
 
     def _answer(self, data: bytes, client: str, tcp: bool) -> Result:
-        query = self._parse(data)
-        if query is None:
+        """The UDP miss path: parse, hand to the extension or answer (inlined: it is hot)."""
+        try:
+            query = wire.parse_query(data)
+        except wire.Drop:
+            self.counters.dropped += 1
             return _NOTHING
-        if type(query) is wire.Query and wants_extension(query):
+        if type(query) is not wire.Query:
+            return self._guarded_core(query, data, client, tcp)
+        if query.flags & 0x7800 or query.tsig or query.qtype in EXTENSION_TYPES:
             responses = self.extension.handle(data, client, tcp, self._core)
             return (responses[0] if responses else None, ResponseClass.ERROR, b"", False)
-        return self._guarded_core(query, data, client, tcp)
+        try:
+            return self._respond(query, data, client, tcp)
+        except Exception:  # a bug must cost one answer, never the server
+            return self._internal_error(query)
 
     def _core(self, data: bytes, client: str, tcp: bool) -> bytes | None:
         """The ordinary answer path, for extensions (which have dispatched already)."""
@@ -239,9 +250,12 @@ class Responder:
                 return self._malformed(query, client, tcp)
             return self._respond(query, data, client, tcp)  # type: ignore[arg-type]
         except Exception:  # a bug must cost one answer, never the server
-            self.counters.errors += 1
-            log.exception("internal error answering a query; sent SERVFAIL")
-            return (self._error(query, wire.SERVFAIL, None), ResponseClass.ERROR, b"", False)
+            return self._internal_error(query)
+
+    def _internal_error(self, query: wire.Query | wire.Malformed) -> Result:
+        self.counters.errors += 1
+        log.exception("internal error answering a query; sent SERVFAIL")
+        return (self._error(query, wire.SERVFAIL, None), ResponseClass.ERROR, b"", False)
 
     def _malformed(self, query: wire.Malformed, client: str, tcp: bool) -> Result:
         cookie_option = None
