@@ -120,7 +120,8 @@ class Pair:
 
 
 @pytest.fixture
-def pair(tmp_path: Path) -> Iterator[Pair]:
+def pair(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Pair]:
+    mode = getattr(request, "param", "omit")
     gslb_port, nsd_port = free_ports(2)
     zones = write_zones(tmp_path / "zones")
     config = write_config(
@@ -128,7 +129,8 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
         "  allow:\n"
         "    - {network: 127.0.0.1/32, key: xfr-key}\n"
         f"  notify: [{{address: '127.0.0.1:{nsd_port}', key: xfr-key}}]\n"
-        "  notify_timeout: 0.5\n",
+        "  notify_timeout: 0.5\n"
+        f"  service_names: {mode}\n",
     )
     env = {"GSLB_TEST_OTHER_SECRET": OTHER_SECRET, "PATH": "/usr/bin:/bin"}
     gslb = subprocess.Popen(
@@ -222,3 +224,15 @@ def test_unauthorised_and_badly_signed_axfr(pair: Pair) -> None:
     # With the right key, dig transfers the zone.
     out = dig(pair.gslb_port, "-y", f"hmac-sha256:xfr-key:{SECRET}", "example.test", "AXFR")
     assert "www.example.test." in out and "XFR size" in out
+
+
+@pytest.mark.parametrize("pair", ["fallback"], indirect=True)
+def test_nsd_answers_service_names_with_the_static_fallback(pair: Pair) -> None:
+    poll(lambda: soa_serial(pair.nsd_port) == 1, 30, "NSD to transfer serial 1", pair.nsd_log)
+    # Every datacenter's address, in the secondary's (static) order; gslb itself still steers.
+    assert sorted(dig(pair.nsd_port, "+short", "gslb.example.test", "A").split()) == [
+        "192.0.2.71",
+        "192.0.2.72",
+    ]
+    assert dig(pair.nsd_port, "+short", "gslb.example.test", "AAAA").split() == ["2001:db8::71"]
+    assert dig(pair.gslb_port, "+short", "gslb.example.test", "A").split() == ["192.0.2.71"]
