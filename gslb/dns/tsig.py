@@ -69,11 +69,6 @@ class TsigKey:
     algorithm: dns.name.Name
     key: dns.tsig.Key = field(repr=False, compare=False)  # holds the secret: never printed
 
-    @property
-    def label(self) -> str:
-        """The key's name as written in config (no trailing dot), for logs and ACLs."""
-        return self.name.to_text(omit_final_dot=True).lower()
-
 
 class Keyring:
     """Configured keys by name."""
@@ -90,7 +85,7 @@ class Keyring:
         return self.keys.get(name)
 
     def __repr__(self) -> str:
-        return f"Keyring({sorted(k.label for k in self.keys.values())})"
+        return f"Keyring({sorted(str(name) for name in self.keys)})"
 
 
 def key_name(text: str) -> dns.name.Name:
