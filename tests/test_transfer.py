@@ -540,3 +540,24 @@ def test_notify_gives_up_after_its_retries(tmp_path: Path) -> None:
     finally:
         node.stop()
         secondary.close()
+
+
+def test_protocol_events_are_exported_as_metrics(server: ServerThread) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from gslb.admin.metrics import DnsCollector
+    from gslb.dns.status import NodeStatus
+
+    axfr(server.port)
+    raw_exchange(server.port, signed_query("example.test", "AXFR", key="no-key").to_wire(), True)
+    raw_exchange(server.port, dns.message.make_query("example.test", "AXFR").to_wire(), True)
+    dns.query.udp(notify_query("example.test"), "127.0.0.1", port=server.port, timeout=3)
+    assert server.node is not None
+    counters = server.call(lambda: NodeStatus(server.node).dns_counters())
+    events = counters.protocol
+    assert events["axfr"] == 1 and events["tsig_badkey"] == 1 and events["tsig_verified"] == 1
+    assert events["transfer_refused"] == 1 and events["notify_received"] == 1
+    registry = CollectorRegistry()
+    registry.register(DnsCollector(lambda: counters))
+    text = generate_latest(registry).decode()
+    assert 'gslb_dns_protocol_events_total{event="axfr",worker="0"} 1.0' in text

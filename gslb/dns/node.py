@@ -213,6 +213,15 @@ class DnsNode:
     def answer_counts(self) -> dict[tuple[int, int, str, str], int]:
         return self.holder.current.answer_counts()
 
+    def protocol_counts(self) -> dict[str, int]:
+        """TSIG, transfer and NOTIFY events since start (gslb_dns_protocol_events_total)."""
+        counts = dict(self.extension_stats.events)
+        if self.notifier is not None:
+            counts["notify_sent"] = self.notifier.sent
+            counts["notify_acknowledged"] = self.notifier.acknowledged
+            counts["notify_failed"] = self.notifier.failed
+        return counts
+
     async def start(self) -> None:
         config = self.generation.config
         if config is not None and self.options.health_monitor:

@@ -41,10 +41,14 @@ def parse_protocol(extra: Any) -> tuple[tsig.Keyring, TransferSettings, list[Rea
 
 @dataclass
 class ExtensionStats:
-    signed: int = 0  # signed queries verified and answered signed
-    tsig_errors: dict[int, int] = field(default_factory=dict)  # TSIG error -> count
-    transfers: int = 0  # AXFR/IXFR requests (any outcome)
-    notifies: int = 0  # NOTIFY messages received
+    """Protocol events since the node started (kept by the node, so reloads keep them)."""
+
+    # tsig_verified, tsig_badkey, tsig_badsig, tsig_badtime, tsig_badtrunc, tsig_formerr,
+    # axfr, ixfr (transfers answered), transfer_refused, transfer_error, notify_received
+    events: dict[str, int] = field(default_factory=dict)
+
+    def count(self, event: str) -> None:
+        self.events[event] = self.events.get(event, 0) + 1
 
 
 class ProtocolExtension:
@@ -82,8 +86,7 @@ class ProtocolExtension:
         if envelope.tsig is not None:
             verdict = tsig.verify(data, envelope, self.keyring, self.clock)
             if not verdict.ok:
-                errors = self.stats.tsig_errors
-                errors[verdict.error] = errors.get(verdict.error, 0) + 1
+                self.stats.count("tsig_" + _error_name(verdict.error).lower())
                 log.info(
                     "TSIG %s from %s (key %s)",
                     _error_name(verdict.error),
@@ -92,19 +95,23 @@ class ProtocolExtension:
                 )
                 return [tsig.error_response(data, envelope, verdict, self.clock)]
             assert verdict.key is not None
-            self.stats.signed += 1
+            self.stats.count("tsig_verified")
             signer = tsig.Signer(verdict.key, verdict.request_mac, self.clock)
         stripped = envelope.stripped(data)
         key = signer.key.name if signer is not None else None
         if envelope.opcode == notify.OPCODE_NOTIFY:
-            self.stats.notifies += 1
+            self.stats.count("notify_received")
             responses = [notify.answer_notify(envelope, stripped, self.origins)]
         elif envelope.opcode == OPCODE_QUERY and envelope.qtype in TRANSFER_TYPES:
-            self.stats.transfers += 1
             if self.transfers is None:
                 responses = [envelope.reply(stripped, REFUSED)]
             else:
                 responses = self.transfers.respond(envelope, stripped, client, tcp, key)
+            rcode = responses[0][3] & 0xF
+            if rcode == 0:
+                self.stats.count("axfr" if envelope.qtype == dns.rdatatype.AXFR else "ixfr")
+            else:
+                self.stats.count("transfer_refused" if rcode == REFUSED else "transfer_error")
         else:
             if signer is not None and not tcp and envelope.edns:
                 limit = _udp_limit(data, envelope, self.edns_payload)

@@ -227,6 +227,7 @@ class NodeStatus:
             latency_count=stats.latency_samples,
             rrl=self._rrl_counts(responder),
             acl={"refused": stats.acl_refused, "dropped": stats.acl_dropped},
+            protocol=self.node.protocol_counts(),
         )
 
     @staticmethod

@@ -405,7 +405,6 @@ class Transfers:
     def __init__(self, settings: TransferSettings, journal: Journal) -> None:
         self.settings = settings
         self.journal = journal
-        self.count = 0  # transfers served (for the log and metrics)
 
     def allowed(self, client: str, key: dns.name.Name | None) -> bool:
         try:
@@ -450,7 +449,6 @@ class Transfers:
                 return _render(envelope, data, [current.soa])
             since = self.journal.find(current.origin, client_serial)
             if since is not None:
-                self.count += 1
                 log.info(
                     "IXFR of %s from %s: serial %d -> %d",
                     current.origin,
@@ -459,7 +457,6 @@ class Transfers:
                     current.serial,
                 )
                 return _render(envelope, data, _ixfr_diff(since, current))
-        self.count += 1
         log.info(
             "%s of %s serial %d to %s (%d records)",
             "AXFR" if envelope.qtype == AXFR else "IXFR as AXFR",
