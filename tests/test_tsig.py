@@ -267,3 +267,14 @@ def test_truncated_mac_gets_signed_badtrunc(server: ServerThread) -> None:
     assert reply.rcode() == dns.rcode.NOTAUTH
     assert rdata.error == dns.rcode.BADTRUNC and len(rdata.mac) == 32  # type: ignore[attr-defined]
     assert rdata.mac == hmac_sha256_mac(wire, envelope.tsig.mac[:16])  # type: ignore[attr-defined]
+
+
+def test_relative_secret_file_is_beside_the_config(tmp_path: Path) -> None:
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "k.b64").write_text(SECRET)
+    config = tmp_path / "gslb.yaml"
+    config.write_text("tsig_keys:\n  - {name: a.key, secret_file: keys/k.b64}\n")
+    from gslb.config.yaml_loader import load_yaml_file
+
+    keyring, reasons = tsig.parse_tsig_keys(load_yaml_file(str(config))["tsig_keys"], {})
+    assert reasons == [] and keyring.get("a.key") is not None

@@ -24,6 +24,7 @@ import os
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -170,8 +171,11 @@ def _read_secret(item: Any, env: Mapping[str, str], reasons: list[Reason]) -> by
         reasons.append(Reason(where, f"tsig_keys.{source}", "must be a non-empty string"))
         return None
     if source == "secret_file":
+        path = Path(value).expanduser()
+        if not path.is_absolute() and where is not None and not where.file.startswith("<"):
+            path = Path(where.file).resolve().parent / path  # like geoip: beside the config
         try:
-            with open(value, encoding="ascii") as handle:
+            with open(path, encoding="ascii") as handle:
                 text = handle.read()
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "not base64 text"
