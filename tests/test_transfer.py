@@ -513,7 +513,7 @@ def test_reload_with_new_serial_notifies_with_retries(tmp_path: Path) -> None:
         notifier = node.node.notifier  # type: ignore[union-attr]
         assert notifier is not None
         assert wait_for(lambda: notifier.acknowledged == 1)
-        assert len(secondary.received) == 2  # the first went unanswered, so it was resent
+        assert len(secondary.received) >= 2  # the first went unanswered, so it was resent
         first = secondary.received[0]
         assert first.opcode() == dns.opcode.NOTIFY and first.had_tsig
         assert first.question[0].name == ORIGIN and first.answer[0][0].serial == 2
@@ -536,7 +536,8 @@ def test_notify_gives_up_after_its_retries(tmp_path: Path) -> None:
         notifier = node.node.notifier  # type: ignore[union-attr]
         assert notifier is not None
         assert wait_for(lambda: notifier.failed == 1)
-        assert len(secondary.received) == 3 and not secondary.received[0].had_tsig
+        assert wait_for(lambda: len(secondary.received) == 3)  # the first and 2 resends
+        assert not secondary.received[0].had_tsig  # no key named: unsigned
     finally:
         node.stop()
         secondary.close()
