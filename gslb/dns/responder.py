@@ -176,7 +176,7 @@ class Responder:
         if query is None:
             return []
         if type(query) is wire.Query and wants_extension(query):
-            return self.extension.handle(data, client, True, self._core) or []
+            return self._extend(query, data, client, True)
         response = self._guarded_core(query, data, client, True)[0]
         return [response] if response is not None else []
 
@@ -228,12 +228,19 @@ class Responder:
         if type(query) is not wire.Query:
             return self._guarded_core(query, data, client, tcp)
         if query.flags & 0x7800 or query.tsig or query.qtype in EXTENSION_TYPES:
-            responses = self.extension.handle(data, client, tcp, self._core)
+            responses = self._extend(query, data, client, tcp)
             return (responses[0] if responses else None, ResponseClass.ERROR, b"", False)
         try:
             return self._respond(query, data, client, tcp)
         except Exception:  # a bug must cost one answer, never the server
             return self._internal_error(query)
+
+    def _extend(self, query: wire.Query, data: bytes, client: str, tcp: bool) -> list[bytes]:
+        try:
+            return self.extension.handle(data, client, tcp, self._core) or []
+        except Exception:  # an extension's bug costs one answer too, never the server
+            response = self._internal_error(query)[0]
+            return [response] if response is not None else []
 
     def _core(self, data: bytes, client: str, tcp: bool) -> bytes | None:
         """The ordinary answer path, for extensions (which have dispatched already)."""
