@@ -287,6 +287,8 @@ def zone_versions(
                     continue  # the service's dynamic answer shadows these
                 records.update((name, rdtype, rrset.ttl, rdata) for rdata in rrset)
         for name, rrsets in extra.items():
+            if dns.rdatatype.CNAME in zone.nodes.get(name, {}):
+                continue  # the zone's CNAME wins over the service, as in lookup
             if zones.find_zone(name) is zone:
                 for rrset in rrsets:
                     records.update((name, rrset.rdtype, rrset.ttl, rdata) for rdata in rrset)
