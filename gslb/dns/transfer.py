@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -257,10 +258,29 @@ class ZoneVersion:
     origin: dns.name.Name
     soa: dns.rrset.RRset
     records: frozenset[Record]  # everything except the apex SOA
+    # Rendered transfers of this (immutable) version, by (qtype, since-serial): ID 0, RD clear.
+    rendered: dict[tuple[int, int], list[bytes]] = field(
+        default_factory=dict, compare=False, hash=False, repr=False
+    )
 
     @property
     def serial(self) -> int:
         return int(self.soa[0].serial)
+
+    def messages(
+        self, qtype: int, since: ZoneVersion | None, envelope: Envelope, data: bytes
+    ) -> list[bytes]:
+        """The transfer of this version as AXFR (or IXFR from `since`), rendered once."""
+        key = (qtype, since.serial if since is not None else -1)
+        messages = self.rendered.get(key)
+        if messages is None:
+            if since is not None:
+                rrsets = _ixfr_diff(since, self)
+            else:
+                rrsets = [self.soa, *_rrsets(self.records), self.soa]
+            messages = _render(self.origin, qtype, rrsets)
+            self.rendered[key] = messages
+        return _patched(messages, envelope, data)
 
 
 def zone_versions(
@@ -448,7 +468,7 @@ class Transfers:
             except ValueError:
                 return [envelope.reply(data, FORMERR)]
             if not tcp or dns.serial.Serial(client_serial) >= dns.serial.Serial(current.serial):
-                return _render(envelope, data, [current.soa])
+                return _patched(_render(current.origin, IXFR, [current.soa]), envelope, data)
             since = self.journal.find(current.origin, client_serial)
             if since is not None:
                 log.info(
@@ -458,7 +478,7 @@ class Transfers:
                     client_serial,
                     current.serial,
                 )
-                return _render(envelope, data, _ixfr_diff(since, current))
+                return current.messages(IXFR, since, envelope, data)
         log.info(
             "%s of %s serial %d to %s (%d records)",
             "AXFR" if envelope.qtype == AXFR else "IXFR as AXFR",
@@ -467,7 +487,7 @@ class Transfers:
             client,
             len(current.records) + 1,
         )
-        return _render(envelope, data, [current.soa, *_rrsets(current.records), current.soa])
+        return current.messages(envelope.qtype, None, envelope, data)
 
 
 def _ixfr_serial(data: bytes) -> int:
@@ -491,7 +511,9 @@ def _ixfr_diff(old: ZoneVersion, new: ZoneVersion) -> list[dns.rrset.RRset]:
 
 
 def _rrsets(records: Iterable[Record]) -> list[dns.rrset.RRset]:
-    """Records grouped into RRsets by (owner, type, ttl), in canonical order."""
+    """Records grouped into RRsets by (owner, type, ttl), in canonical order (RFC 4034 6.1:
+    lowercase labels compared from the root), sorted on plain byte tuples because dnspython's
+    Name comparison costs ten times more."""
     groups: dict[tuple[dns.name.Name, int, int], dns.rrset.RRset] = {}
     for name, rdtype, ttl, rdata in records:
         rrset = groups.get((name, rdtype, ttl))
@@ -501,21 +523,20 @@ def _rrsets(records: Iterable[Record]) -> list[dns.rrset.RRset]:
             )
             rrset.update_ttl(ttl)
         rrset.add(rdata)
-    return [groups[key] for key in sorted(groups, key=lambda k: (k[0], k[1], k[2]))]
+    order = sorted(groups, key=lambda k: (tuple(x.lower() for x in reversed(k[0].labels)), k[1:]))
+    return [groups[key] for key in order]
 
 
-def _render(envelope: Envelope, data: bytes, rrsets: list[dns.rrset.RRset]) -> list[bytes]:
+def _render(origin: dns.name.Name, qtype: int, rrsets: list[dns.rrset.RRset]) -> list[bytes]:
     """Pack RRsets into as few messages of at most MESSAGE_SIZE as fit; the question goes
-    in the first message only (RFC 5936 section 2.2)."""
-    assert envelope.qname is not None
-    flags = QR_AA | (envelope.flags & 0x0100)  # RD copied (RFC 5936 2.2.1)
+    in the first message only (RFC 5936 section 2.2). ID 0 and RD clear: see _patched."""
     messages: list[bytes] = []
     pending = list(rrsets)
     first = True
     while pending or first:
-        renderer = dns.renderer.Renderer(envelope.id, flags, MESSAGE_SIZE)  # type: ignore[no-untyped-call]
+        renderer = dns.renderer.Renderer(0, QR_AA, MESSAGE_SIZE)  # type: ignore[no-untyped-call]
         if first:
-            renderer.add_question(envelope.qname, envelope.qtype, envelope.qclass)  # type: ignore[no-untyped-call]
+            renderer.add_question(origin, qtype, dns.rdataclass.IN)  # type: ignore[no-untyped-call]
         added = 0
         while pending:
             rrset = pending[0]
@@ -535,6 +556,19 @@ def _render(envelope: Envelope, data: bytes, rrsets: list[dns.rrset.RRset]) -> l
         messages.append(renderer.get_wire())  # type: ignore[no-untyped-call]
         first = False
     return messages
+
+
+def _patched(messages: list[bytes], envelope: Envelope, data: bytes) -> list[bytes]:
+    """Rendered messages for this request: its ID, RD copied (RFC 5936 2.2.1), and the
+    question name in the case it was asked (same length, so compression offsets hold)."""
+    head = struct.pack("!HH", envelope.id, (QR_AA | (envelope.flags & 0x0100)))
+    name_end = envelope.question_end - 4
+    out = []
+    for index, message in enumerate(messages):
+        if index == 0:  # the zone's name, matched case-insensitively: the same length
+            message = message[:12] + data[12:name_end] + message[name_end:]
+        out.append(head + message[4:])
+    return out
 
 
 def _split(rrset: dns.rrset.RRset) -> list[dns.rrset.RRset]:
