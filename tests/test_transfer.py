@@ -562,3 +562,15 @@ def test_protocol_events_are_exported_as_metrics(server: ServerThread) -> None:
     registry.register(DnsCollector(lambda: counters))
     text = generate_latest(registry).decode()
     assert 'gslb_dns_protocol_events_total{event="axfr",worker="0"} 1.0' in text
+
+
+def test_a_repeated_transfer_gets_its_own_id_flags_and_question_case(server: ServerThread) -> None:
+    first = axfr(server.port)
+    query = signed_query("ExAmple.TEST", "AXFR")
+    query.flags &= ~dns.flags.RD
+    wires = raw_exchange(server.port, query.to_wire(), tcp=True)
+    replies = [unverified(wire) for wire in wires]
+    assert all(reply.id == query.id for reply in replies)
+    assert not replies[0].flags & dns.flags.RD and replies[0].flags & dns.flags.AA
+    assert wires[0][12:26] == b"\x07ExAmple\x04TEST\x00"
+    assert len(replies) == len(first)
