@@ -87,6 +87,8 @@ def stop(process: subprocess.Popen[str]) -> str:
             process.kill()
             process.wait()
     assert process.stdout is not None
+    if process.stdout.closed:
+        return ""  # stopped already
     with process.stdout:
         return process.stdout.read()
 
@@ -204,6 +206,11 @@ def test_nsd_secondary_transfers_and_follows_reloads(pair: Pair) -> None:
         "NSD to log gslb's NOTIFY",
         pair.nsd_log,
     )
+    # NSD asked for the difference, and got it (not the whole zone again).
+    log = stop(pair.gslb)
+    assert "AXFR of example.test. serial 1 to 127.0.0.1" in log
+    assert "IXFR of example.test. from 127.0.0.1: serial 1 -> 2" in log
+    assert "NOTIFY example.test. serial 2 acknowledged by 127.0.0.1" in log
 
 
 def test_unauthorised_and_badly_signed_axfr(pair: Pair) -> None:
