@@ -103,7 +103,10 @@ def render(answer: Answer, dnssec_ok: bool = False, signer: Signer | None = None
     sign = signer is not None and dnssec_ok
     message.answer.extend(_signed(answer.answer, signer) if sign else answer.answer)
     authority = list(answer.authority)
-    if sign and answer.zone is not None and (answer.negative or answer.wildcard):
+    # Denial for NXDOMAIN, NODATA (also at the end of a CNAME chain: the SOA says so) and
+    # wildcard answers.
+    negative = bool(answer.authority) and answer.authority[0].rdtype == dns.rdatatype.SOA
+    if sign and answer.zone is not None and (negative or answer.wildcard):
         authority.extend(signer.denial(answer.zone, answer.qname, answer.qtype, answer.kind))  # type: ignore[union-attr]
     message.authority.extend(_signed(authority, signer) if sign else authority)
     message.additional.extend(_signed(answer.additional, signer) if sign else answer.additional)
