@@ -40,6 +40,8 @@ class DnsCounters:
     # ({"refused": n, "dropped": n}).
     rrl: dict[str, int] = field(default_factory=dict)
     acl: dict[str, int] = field(default_factory=dict)
+    # TSIG verdicts, zone transfers and NOTIFY ({"tsig_badkey": n, "axfr": n, ...})
+    protocol: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -117,7 +119,14 @@ class DnsCollector:
             "Queries refused or dropped by an access list",
             labels=["action", "worker"],
         )
+        protocol = CounterMetricFamily(
+            "gslb_dns_protocol_events_total",
+            "TSIG verdicts, zone transfers and NOTIFY messages, by event",
+            labels=["event", "worker"],
+        )
         for c in workers:
+            for event, n in sorted(c.protocol.items()):
+                protocol.add_metric([event, c.worker], n)
             # Copy first: the hot path may add keys between our reads.
             for (qtype, rcode, service, dc), n in list(c.queries.items()):
                 queries.add_metric([qtype, rcode, service, dc, c.worker], n)
@@ -128,7 +137,7 @@ class DnsCollector:
                 rrl.add_metric([verdict, c.worker], n)
             for action, n in sorted(c.acl.items()):
                 acl.add_metric([action, c.worker], n)
-        return [queries, hits, misses, latency, rrl, acl]
+        return [queries, hits, misses, latency, rrl, acl, protocol]
 
 
 class HealthCollector:

@@ -35,7 +35,17 @@ from .yaml_loader import MarkedDict, load_yaml_file, load_yaml_text, mark_of
 
 # Top-level sections owned by other parts of gslb: accepted and passed through in Config.extra
 # (still marked), parsed by their owners with the same framework.
-PASS_THROUGH = ("dns", "rrl", "cookies", "acl", "admin", "proxy", "cluster")
+PASS_THROUGH = (
+    "dns",
+    "rrl",
+    "cookies",
+    "acl",
+    "admin",
+    "proxy",
+    "cluster",
+    "tsig_keys",
+    "transfer",
+)
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _LABEL_RE = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
@@ -75,6 +85,8 @@ class TopLevel:
     admin: object = setting(None, _RAW)
     proxy: object = setting(None, _RAW)
     cluster: object = setting(None, _RAW)
+    tsig_keys: object = setting(None, _RAW)
+    transfer: object = setting(None, _RAW)
 
 
 def load_config(

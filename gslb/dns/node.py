@@ -26,11 +26,23 @@ from ..zone.checks import services_under_delegations
 from .acl import parse_acl
 from .cookies import CookieJar, generate_secret, parse_cookies
 from .counters import Counters
+from .extension import Extension
 from .guards import Protection
+from .notify import Notifier
+from .protocol_extension import ExtensionStats, ProtocolExtension, parse_protocol
 from .responder import Responder
 from .rrl import ResponseRateLimiter, parse_rrl
 from .server import DnsServer, ResponderHolder
 from .settings import DnsSettings, parse_cluster, parse_dns
+from .transfer import (
+    Journal,
+    Transfers,
+    TransferSettings,
+    ZoneVersion,
+    service_fallbacks,
+    zone_versions,
+)
+from .tsig import Keyring
 
 Role = Literal["single", "control", "worker"]
 
@@ -77,6 +89,9 @@ class Loaded:
     locator: Locator | None = None  # closed when the generation is retired
     admin: AdminSettings = field(default_factory=AdminSettings)
     source: GenerationSource | None = None
+    transfer: TransferSettings = field(default_factory=TransferSettings)
+    keyring: Keyring = field(default_factory=Keyring)
+    changed: list[ZoneVersion] = field(default_factory=list)  # zones to NOTIFY secondaries of
 
     def close(self) -> None:
         if self.locator is not None:
@@ -88,12 +103,17 @@ def load_generation(
     health: HealthHolder,
     source: GenerationSource | None = None,
     counters: Counters | None = None,
+    *,
+    journal: Journal | None = None,
+    extension_stats: ExtensionStats | None = None,
 ) -> Loaded:
     """Read and validate one generation; raises ConfigError with every reason found.
 
     Without `source` the files named by the options are read. Every path that loads a
     generation (start, reload, publish, workers, cluster watch) comes through here, and reads
-    its inputs through the one way in, `gslb.config.sources.load_sources`.
+    its inputs through the one way in, `gslb.config.sources.load_sources`. `journal` (the
+    node's, kept across reloads) receives this generation's zone versions for IXFR once
+    everything validated.
     """
     from ..config.sources import load_sources
 
@@ -138,6 +158,8 @@ def load_generation(
     protection, protection_reasons = build_protection(extra, options)
     reasons += protection_reasons
     reasons += parse_cluster(extra.get("cluster"))[1]
+    keyring, transfer, transfer_reasons = parse_protocol(extra)
+    reasons += transfer_reasons
     if reasons:
         if locator is not None:
             locator.close()
@@ -164,8 +186,35 @@ def load_generation(
         len(services),
         source.label,
     )
-    responder = build_responder(zoneset, settings, steering, health, protection, counters)
-    return Loaded(responder, settings, config, time.time(), locator, admin, source)
+    if journal is None:
+        journal = Journal(transfer.ixfr_history)
+    journal.history = transfer.ixfr_history
+    changed: list[ZoneVersion] = []
+    if transfer.enabled or transfer.notify:
+        fallbacks = service_fallbacks(config, transfer)
+        changed = journal.publish(zone_versions(zoneset, transfer, fallbacks))
+    extension = ProtocolExtension(
+        keyring,
+        Transfers(transfer, journal),
+        zoneset.zones,
+        stats=extension_stats,
+        edns_payload=settings.edns_payload,
+    )
+    responder = build_responder(
+        zoneset, settings, steering, health, protection, counters, extension
+    )
+    return Loaded(
+        responder,
+        settings,
+        config,
+        time.time(),
+        locator,
+        admin,
+        source,
+        transfer,
+        keyring,
+        changed,
+    )
 
 
 def build_responder(
@@ -175,9 +224,12 @@ def build_responder(
     health: HealthHolder,
     protection: Protection,
     counters: Counters | None = None,
+    extension: Extension | None = None,
 ) -> Responder:
     """The one place a Responder is constructed."""
-    return Responder(zoneset, settings, steering, health, protection, counters)
+    return Responder(
+        zoneset, settings, steering, health, protection, counters, extension=extension
+    )
 
 
 def build_protection(
@@ -218,7 +270,10 @@ class DnsNode:
         self.health = health or HealthHolder()
         # One set of counters for every generation: totals survive reloads.
         self.counters = Counters()
-        self.generation = load_generation(options, self.health, source, self.counters)
+        self.journal = Journal()  # zone versions across reloads, for IXFR
+        self.extension_stats = ExtensionStats()  # TSIG/transfer counters survive reloads
+        self.generation = self._load(source)
+        self.notifier: Notifier | None = None
         self.holder = ResponderHolder(self.generation.responder)
         self.server = DnsServer(self.holder, self.generation.settings, reuse_port=reuse_port)
         self.reloads = 0
@@ -244,6 +299,15 @@ class DnsNode:
     def answer_counts(self) -> dict[tuple[int, int, str, str], int]:
         return self.holder.current.answer_counts()
 
+    def protocol_counts(self) -> dict[str, int]:
+        """TSIG, transfer and NOTIFY events since start (gslb_dns_protocol_events_total)."""
+        counts = dict(self.extension_stats.events)
+        if self.notifier is not None:
+            counts["notify_sent"] = self.notifier.sent
+            counts["notify_acknowledged"] = self.notifier.acknowledged
+            counts["notify_failed"] = self.notifier.failed
+        return counts
+
     async def start(self) -> None:
         config = self.generation.config
         if self.role != "worker":
@@ -253,6 +317,8 @@ class DnsNode:
                 self.monitor = HealthMonitor(config, self.health)
                 await self.monitor.start()
             self._geoip_task = asyncio.create_task(self._watch_geoip())
+            # The control plane (or the single process) notifies secondaries; workers do not.
+            self.notifier = Notifier(self.generation.keyring)
         if self.role != "control":
             await self.server.start()
 
@@ -260,6 +326,8 @@ class DnsNode:
         if self._geoip_task is not None:
             self._geoip_task.cancel()
         await self.server.stop()
+        if self.notifier is not None:
+            await self.notifier.close()
         if self.monitor is not None:
             await self.monitor.stop()
 
@@ -298,7 +366,7 @@ class DnsNode:
     def apply(self, source: GenerationSource) -> bool:
         """Validate and swap in a generation; on any error keep serving the previous one."""
         try:
-            generation = load_generation(self.options, self.health, source, self.counters)
+            generation = self._load(source)
         except ConfigError as exc:
             return self._rejected(exc)
         retired_generation, self.generation = self.generation, generation
@@ -311,6 +379,7 @@ class DnsNode:
         self.last_reload_error = None
         self.reloads += 1
         log.info("reload complete: generation %s", source.label)
+        self._notify_secondaries(generation)
         for forward in self.on_generation:
             forward(source)
         for callback in self.on_reload:
@@ -324,3 +393,35 @@ class DnsNode:
         for callback in self.on_reload:
             callback(False, str(exc).splitlines())
         return False
+
+    def _load(self, source: GenerationSource | None) -> Loaded:
+        return load_generation(
+            self.options,
+            self.health,
+            source,
+            self.counters,
+            journal=self.journal,
+            extension_stats=self.extension_stats,
+        )
+
+    def _notify_secondaries(self, generation: Loaded) -> None:
+        """NOTIFY the configured secondaries of zones whose serial changed. Only the node's
+        control plane (or its single process) has a notifier, so N workers send one NOTIFY."""
+        transfer = generation.transfer
+        if not generation.changed or not transfer.notify or self.notifier is None:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # reload() called outside the event loop (a test without a server)
+        self.notifier.keyring = generation.keyring
+        for version in generation.changed:
+            log.info(
+                "zone %s serial %d: notifying %d secondaries",
+                version.origin,
+                version.serial,
+                len(transfer.notify),
+            )
+            self.notifier.notify(
+                version, transfer.notify, transfer.notify_retries, transfer.notify_timeout
+            )

@@ -313,6 +313,7 @@ def node_counters(node: DnsNode) -> DnsCounters:
         latency_count=stats.latency_samples,
         rrl=_rrl_counts(responder),
         acl={"refused": stats.acl_refused, "dropped": stats.acl_dropped},
+        protocol=node.protocol_counts(),
     )
 
 

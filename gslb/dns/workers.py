@@ -22,10 +22,10 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from ..admin.metrics import DnsCounters
 from ..cluster.generation import GenerationSource
@@ -84,29 +84,29 @@ def snapshot_from_wire(wire: tuple[Any, ...]) -> HealthSnapshot:
 
 def add_counters(total: DnsCounters, more: DnsCounters) -> DnsCounters:
     """Sum two counter sets of one worker slot (a restarted worker starts again from zero)."""
-    queries = dict(total.queries)
-    for key, n in more.queries.items():
-        queries[key] = queries.get(key, 0) + n
-    buckets = dict(total.latency_buckets)
-    for bound, n in more.latency_buckets:
-        buckets[bound] = buckets.get(bound, 0) + n
-    rrl = dict(total.rrl)
-    for verdict, n in more.rrl.items():
-        rrl[verdict] = rrl.get(verdict, 0) + n
-    acl = dict(total.acl)
-    for action, n in more.acl.items():
-        acl[action] = acl.get(action, 0) + n
+    buckets = _summed(dict(total.latency_buckets), dict(more.latency_buckets))
     return DnsCounters(
-        queries=queries,
+        queries=_summed(total.queries, more.queries),
         worker=more.worker or total.worker,
         cache_hits=total.cache_hits + more.cache_hits,
         cache_misses=total.cache_misses + more.cache_misses,
         latency_buckets=sorted(buckets.items()),
         latency_sum=total.latency_sum + more.latency_sum,
         latency_count=total.latency_count + more.latency_count,
-        rrl=rrl,
-        acl=acl,
+        rrl=_summed(total.rrl, more.rrl),
+        acl=_summed(total.acl, more.acl),
+        protocol=_summed(total.protocol, more.protocol),
     )
+
+
+K = TypeVar("K")
+
+
+def _summed(a: Mapping[K, int], b: Mapping[K, int]) -> dict[K, int]:
+    out = dict(a)
+    for key, n in b.items():
+        out[key] = out.get(key, 0) + n
+    return out
 
 
 # ---- control plane side ---------------------------------------------------------------------
