@@ -23,6 +23,11 @@ def _add_dns(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="address to serve on, UDP and TCP (repeatable; default 127.0.0.1:5300)",
     )
     parser.add_argument("--geoip", help="GeoIP database path (overrides the config)")
+    parser.add_argument(
+        "--dnssec-keys",
+        metavar="DIR",
+        help="sign every zone with keys in DIR (BIND key files; overrides dns.dnssec.key_dir)",
+    )
     parser.add_argument("--workers", type=int, help="worker processes sharing the port")
     parser.add_argument("--edns-payload", type=int, help="EDNS UDP payload size (default 1232)")
     parser.add_argument("--tcp-idle-timeout", type=float, help="seconds (default 10)")
@@ -75,6 +80,7 @@ def _run_dns(args: argparse.Namespace) -> int:
         workers=args.workers,
         overrides=overrides,
         admin_listen=args.admin,
+        dnssec_keys=args.dnssec_keys,
         rrl_overrides={
             key: value
             for key, value in (
@@ -162,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dns(subparsers)
     _add_run(subparsers)
     _add_demo(subparsers)
+    from .dnssec.commands import add_parser as add_dnssec_commands
+
+    add_dnssec_commands(subparsers)
     from .health.cli import add_commands as add_health_commands
     from .proxy.cli import add_commands as add_proxy_commands
     from .steering.cli import add_commands as add_steering_commands

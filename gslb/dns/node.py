@@ -46,6 +46,7 @@ class NodeOptions:
     # The cookie secret when the config sets none: generated once per node (before workers fork)
     # so every worker, and every reload, validates the cookies the others made.
     cookie_secret: bytes | None = None
+    dnssec_keys: str | None = None  # --dnssec-keys DIR: overrides dns.dnssec.key_dir
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Loaded:
     loaded_at: float
     locator: Any = None  # gslb.geo.locate.Locator, closed when the generation is retired
     admin: AdminSettings = field(default_factory=AdminSettings)
+    key_event: float = float("inf")  # when a DNSSEC key changes state: rebuild then
 
     def close(self) -> None:
         if self.locator is not None:
@@ -100,7 +102,24 @@ def load_generation(options: NodeOptions, health: HealthHolder) -> Loaded:
     if options.workers:
         settings = replace(settings, workers=options.workers)
     services = list(steering.services) if steering is not None else []
+    key_dir = options.dnssec_keys or settings.dnssec.key_dir
+    if key_dir:
+        from ..dnssec import setup as dnssec_setup
+
+        if not options.dnssec_keys:
+            key_dir = dnssec_setup.resolve_key_dir(key_dir, options.config_path)
+        try:
+            keys = dnssec_setup.publish_zone_keys(zones, key_dir, settings.dnssec, time.time())
+        except ConfigError:
+            if locator is not None:
+                locator.close()
+            raise
     zoneset = ZoneSet(zones, services)
+    signers = None
+    key_event = float("inf")
+    if key_dir:
+        signers = dnssec_setup.make_signers(zoneset.zones, keys, settings.dnssec, services)
+        key_event = dnssec_setup.next_key_event(keys, time.time())
     log.info(
         "loaded %d zone(s) %s and %d service(s)%s",
         len(zones),
@@ -108,8 +127,8 @@ def load_generation(options: NodeOptions, health: HealthHolder) -> Loaded:
         len(services),
         f" from {options.config_path}" if options.config_path else "",
     )
-    responder = Responder(zoneset, settings, steering, health, protection)
-    return Loaded(responder, settings, config, time.time(), locator, admin)
+    responder = Responder(zoneset, settings, steering, health, protection, signers)
+    return Loaded(responder, settings, config, time.time(), locator, admin, key_event)
 
 
 def build_protection(extra: Any, options: NodeOptions) -> tuple[Protection, list[Any]]:
@@ -197,6 +216,9 @@ class DnsNode:
                 log.info("GeoIP database changed on disk; reloading")
                 self.reload()
                 stamp = self._geoip_stamp()
+            elif time.time() >= self.generation.key_event:
+                log.info("a DNSSEC key changes state now; reloading to publish/sign with it")
+                self.reload()
 
     def reload(self) -> bool:
         """Re-read zones and config; on any error keep serving the previous generation."""

@@ -24,11 +24,14 @@ from typing import Any, Protocol
 import dns.flags
 import dns.message
 import dns.name
+import dns.rcode
 import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
+from ..dnssec.render import sign_result
+from ..dnssec.signer import Signers
 from ..zone.lookup import Kind, LookupResult, ZoneSet
 from . import wire
 from .acl import AccessList, Action
@@ -188,8 +191,13 @@ class Responder:
         steering: Steering | None = None,
         health: Any = None,
         protection: Protection | None = None,
+        signers: Signers | None = None,
     ) -> None:
         self.zones = zones
+        # DNSSEC (issue 14): answers to DO=1 queries carry RRSIGs and compact denial; cached
+        # signed answers are dropped when the signing window moves (see _check_signatures).
+        self.signers = signers
+        self._signed_until = signers.valid_until() if signers is not None else float("inf")
         self.settings = settings or DnsSettings()
         self.steering = steering
         self.health = health  # HealthHolder: GSLB packet-cache entries live for one epoch
@@ -199,11 +207,11 @@ class Responder:
         self._packets: OrderedDict[bytes, _Packet] = OrderedDict()
         self._gslb_packets: OrderedDict[bytes, _Packet] = OrderedDict()
         self._gslb_epoch = -1
-        self._plans: OrderedDict[tuple[bytes, int], Rendered | _ServicePlan | _Negative] = (
+        self._plans: OrderedDict[tuple[bytes, int, bool], Rendered | _ServicePlan | _Negative] = (
             OrderedDict()
         )
         self._negatives: dict[tuple[dns.name.Name, Kind], _Negative] = {}
-        self._answers: OrderedDict[tuple[bytes, int, Hashable], Rendered] = OrderedDict()
+        self._answers: OrderedDict[tuple[bytes, int, Hashable, bool], Rendered] = OrderedDict()
         self._max_packets = self.settings.packet_cache_size
         self._max_answers = self.settings.answer_cache_size
         self.protection = protection or Protection()
@@ -232,6 +240,8 @@ class Responder:
         """One UDP datagram from `client` (text address) on `listener` -> the reply, or None."""
         stats = self.stats
         stats.queries += 1
+        if self.signers is not None:
+            self._check_signatures()
         if stats.queries % self._sample_every:
             return self._udp(data, client, listener)
         return self._sampled(data, client, listener, udp=True)
@@ -325,8 +335,22 @@ class Responder:
             self._packed[client] = packed
         return packed
 
+    def _check_signatures(self) -> None:
+        """Past the signing window's refresh time, no cached signed answer may be sent again."""
+        assert self.signers is not None
+        if self.signers.clock.time() < self._signed_until:
+            return
+        for cache in (self._packets, self._gslb_packets):
+            self._fold(cache)
+            cache.clear()
+        self._plans.clear()
+        self._answers.clear()
+        self._signed_until = self.signers.valid_until()
+
     def handle_tcp(self, data: bytes, client: str, listener: str = "") -> bytes | None:
         self.stats.queries += 1
+        if self.signers is not None:
+            self._check_signatures()
         if self.stats.queries % self._sample_every:
             return self._tcp(data, client, listener)
         return self._sampled(data, client, listener, udp=False)
@@ -395,12 +419,13 @@ class Responder:
             return self._error(query, wire.REFUSED)
         assert query.qname is not None
         qname_lower = query.qname.lower()
-        plan = self._plans.get((qname_lower, query.qtype))
+        dnssec_ok = query.do and self.signers is not None
+        plan = self._plans.get((qname_lower, query.qtype, dnssec_ok))
         if plan is None:
-            plan = self._plan(query.qname, qname_lower, query.qtype)
+            plan = self._plan(query.qname, qname_lower, query.qtype, dnssec_ok)
             if len(self._plans) >= self._max_answers:
                 self._plans.popitem(last=False)
-            self._plans[(qname_lower, query.qtype)] = plan
+            self._plans[(qname_lower, query.qtype, dnssec_ok)] = plan
         else:
             self.stats.answer_hits += 1
         scope = 0
@@ -410,7 +435,7 @@ class Responder:
             address, prefix = self._client_subnet(query, client)
             decision = self.steering.decide(plan.service, address, prefix)  # type: ignore[union-attr]
             scope = decision.scope_prefix
-            rendered = self._service_answer(query, qname_lower, plan, decision)
+            rendered = self._service_answer(query, qname_lower, plan, decision, dnssec_ok)
             service = plan.lookup.service or ""
             datacenter = decision.datacenters[0] if decision.datacenters else ""
             cache_packet = cache_packet and query.ecs is not None and decision.deterministic
@@ -556,11 +581,12 @@ class Responder:
     # -- rendering on a miss -----------------------------------------------------------------
 
     def _plan(
-        self, qname_wire: bytes, qname_lower: bytes, qtype: int
+        self, qname_wire: bytes, qname_lower: bytes, qtype: int, dnssec_ok: bool = False
     ) -> Rendered | _ServicePlan | _Negative:
         qname, _ = dns.name.from_wire(qname_wire, 0)
         result = self.zones.lookup(qname, qtype)
-        if result.kind in (Kind.NXDOMAIN, Kind.NODATA) and not result.answer and result.zone:
+        negative = result.kind in (Kind.NXDOMAIN, Kind.NODATA) and not result.answer
+        if negative and result.zone and not dnssec_ok:
             self.stats.renders += 1
             return self._negative(result.zone, result.kind)
         if result.kind is Kind.SERVICE and self.steering is not None:
@@ -573,10 +599,15 @@ class Responder:
             zone = self.zones.find_zone(qname)
             if zone is not None:
                 result.authority.append(zone.negative_soa)
-        return self._render(qname, qtype, result)
+        return self._render(qname, qtype, result, dnssec_ok=dnssec_ok)
 
     def _render(
-        self, qname: dns.name.Name, qtype: int, result: LookupResult, rcode: int | None = None
+        self,
+        qname: dns.name.Name,
+        qtype: int,
+        result: LookupResult,
+        rcode: int | None = None,
+        dnssec_ok: bool = False,
     ) -> Rendered:
         self.stats.renders += 1
         if rcode is None:
@@ -588,12 +619,19 @@ class Responder:
         message.flags = dns.flags.QR | (dns.flags.AA if result.authoritative else 0)
         message.set_rcode(rcode)
         message.question.append(dns.rrset.RRset(qname, dns.rdataclass.IN, qtype))
-        message.answer.extend(result.answer)
-        message.authority.extend(result.authority)
-        message.additional.extend(result.additional)
+        if dnssec_ok and rcode in (wire.NOERROR, wire.NXDOMAIN) and self.signers is not None:
+            signed = sign_result(self.signers, result, qname, qtype, rcode)  # DNSSEC hook
+            message.set_rcode(dns.rcode.Rcode(signed.rcode))
+            message.answer.extend(signed.answer)
+            message.authority.extend(signed.authority)
+            message.additional.extend(signed.additional)
+        else:
+            message.answer.extend(result.answer)
+            message.authority.extend(result.authority)
+            message.additional.extend(result.additional)
         full = message.to_wire(want_shuffle=False)  # keep the steering order
         reduced = None
-        if result.additional and not result.additional_required:
+        if message.additional and not result.additional_required:
             message.additional = []
             reduced = message.to_wire(want_shuffle=False)[4:]
         flags = struct.unpack_from("!H", full, 2)[0]
@@ -607,9 +645,14 @@ class Responder:
         return Rendered(flags, qname_wire, full[4:], reduced, result.kind, rrl_key)
 
     def _service_answer(
-        self, query: wire.Query, qname_lower: bytes, plan: _ServicePlan, decision: Any
+        self,
+        query: wire.Query,
+        qname_lower: bytes,
+        plan: _ServicePlan,
+        decision: Any,
+        dnssec_ok: bool = False,
     ) -> Rendered:
-        key = (qname_lower, query.qtype, decision.key)
+        key = (qname_lower, query.qtype, decision.key, dnssec_ok)
         rendered = self._answers.get(key)
         if rendered is not None:
             return rendered
@@ -635,7 +678,7 @@ class Responder:
                 zone = self.zones.find_zone(owner)
                 if zone is not None:
                     result.authority.append(zone.negative_soa)
-        rendered = self._render(qname, query.qtype, result, rcode)
+        rendered = self._render(qname, query.qtype, result, rcode, dnssec_ok)
         if len(self._answers) >= self._max_answers:
             self._answers.popitem(last=False)
         self._answers[key] = rendered

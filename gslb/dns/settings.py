@@ -8,6 +8,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..config.yaml_loader import MarkedDict, mark_of
+from ..dnssec.settings import DnssecSettings, parse_dnssec
 from ..errors import Reason
 
 
@@ -27,6 +28,7 @@ class DnsSettings:
     query_log_sample: float = 0.0  # fraction of queries logged (0 = off)
     # Per-listener access lists ({address: AccessList}); listeners not named use `acl:`.
     listener_acls: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    dnssec: DnssecSettings = field(default_factory=DnssecSettings)  # `dns.dnssec`: online signing
 
 
 _LIMITS: dict[str, tuple[float, float]] = {
@@ -63,6 +65,9 @@ def parse_dns(raw: Any) -> tuple[DnsSettings, list[Reason]]:
             if addresses:
                 values[key] = addresses
                 values["listener_acls"] = MappingProxyType(acls)
+        elif key == "dnssec":
+            values[key], dnssec_reasons = parse_dnssec(value)
+            reasons.extend(dnssec_reasons)
         elif key.startswith("chaos_"):
             if value is not None and not isinstance(value, str):
                 reasons.append(Reason(where, f"dns.{key}", "must be a string"))

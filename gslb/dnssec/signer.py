@@ -1,0 +1,333 @@
+"""Online signing: RRSIGs for RRsets as they are answered, and compact denial.
+
+One ZoneSigner per signed zone; the Signers collection finds the zone of a name and shares one
+signature cache and one clock. Signatures of one signing window share inception and expiration:
+windows start every (validity - refresh) seconds, so any signature served has at least
+`refresh` seconds left and an inception `inception_offset` before its window began. Nothing
+here reads the clock except through the injected Clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import dns.dnssec
+import dns.name
+import dns.rdataclass
+import dns.rdatatype
+import dns.rdtypes.ANY.DNSKEY
+import dns.rrset
+import dns.zone
+
+from ..clock import SYSTEM_CLOCK, Clock
+from . import denial
+from .cache import SignatureCache, content_key
+from .keys import DnssecKey, KeyState
+from .settings import DnssecSettings
+
+log = logging.getLogger("gslb.dnssec")
+
+DNSKEY = dns.rdatatype.DNSKEY
+CDS = dns.rdatatype.CDS
+CDNSKEY = dns.rdatatype.CDNSKEY
+DS = dns.rdatatype.DS
+NSEC = dns.rdatatype.NSEC
+NS = dns.rdatatype.NS
+SOA = dns.rdatatype.SOA
+A = dns.rdatatype.A
+AAAA = dns.rdatatype.AAAA
+KEY_SET_TYPES = frozenset({DNSKEY, CDS, CDNSKEY})  # signed by the SEP keys
+
+
+class ZoneData(Protocol):
+    """What the signer reads of a loaded zone (gslb.zone.lookup's per-zone index)."""
+
+    origin: dns.name.Name
+    nodes: dict[dns.name.Name, dict[int, dns.rrset.RRset]]
+    existing: set[dns.name.Name]
+    negative_soa: dns.rrset.RRset
+
+
+@dataclass(frozen=True)
+class Window:
+    inception: int
+    expiration: int
+    refresh_at: float  # when signatures of this window must stop being served
+
+
+class ZoneSigner:
+    """Signs the RRsets of one zone with the keys active for this generation."""
+
+    def __init__(
+        self,
+        zone: ZoneData,
+        keys: Collection[DnssecKey],
+        settings: DnssecSettings,
+        cache: SignatureCache,
+        clock: Clock = SYSTEM_CLOCK,
+        services: Collection[dns.name.Name] = (),
+        now: float | None = None,
+    ) -> None:
+        self.zone = zone
+        self.origin = zone.origin
+        self.keys = list(keys)
+        self.settings = settings
+        self.cache = cache
+        self.clock = clock
+        self.services = frozenset(services)
+        now = clock.time() if now is None else now
+        active = [k for k in self.keys if k.state(now) is KeyState.ACTIVE]
+        # A zone with only KSK-flagged keys (a CSK) or only ZSKs signs everything with them.
+        self.zsks = [k for k in active if not k.sep] or [k for k in active if k.sep]
+        self.ksks = [k for k in active if k.sep] or self.zsks
+        self.negative_ttl = zone.negative_soa.ttl
+        self._window = self._make_window(now)
+
+    @property
+    def signing(self) -> bool:
+        return bool(self.zsks)
+
+    # -- the signing window ---------------------------------------------------------------
+
+    def _make_window(self, now: float) -> Window:
+        step = self.settings.validity - self.settings.refresh
+        start = math.floor(now / step) * step
+        return Window(
+            inception=int(start - self.settings.inception_offset),
+            expiration=int(start + self.settings.validity),
+            refresh_at=float(start + step),
+        )
+
+    def window(self) -> Window:
+        now = self.clock.time()
+        if now >= self._window.refresh_at or now < self._window.inception:
+            self._window = self._make_window(now)
+        return self._window
+
+    # -- signatures -----------------------------------------------------------------------
+
+    def rrsigs(self, rrset: dns.rrset.RRset) -> dns.rrset.RRset | None:
+        """The RRSIG RRset covering `rrset` (owner as given), or None if nothing signs."""
+        signers = self.ksks if rrset.rdtype in KEY_SET_TYPES else self.zsks
+        if not signers:
+            return None
+        source = rrset
+        # Our own NSEC records are never synthesised from a wildcard, whatever their owner.
+        wildcard = None if rrset.rdtype == NSEC else self.wildcard_source(rrset.name)
+        if wildcard is not None:
+            # RFC 4035 5.3.2: sign the wildcard itself; the RRSIG's label count tells
+            # validators the answer was synthesised. Every expansion shares the signature.
+            source = dns.rrset.RRset(wildcard, rrset.rdclass, rrset.rdtype)
+            source.update(rrset)  # type: ignore[no-untyped-call]
+        window = self.window()
+        key = (content_key(source), window.expiration)
+        rrsig = self.cache.get(key)
+        if rrsig is None:
+            rrsig = self._sign(source, signers, window)
+            self.cache.put(key, rrsig)
+        if rrsig.name != rrset.name:
+            owned = dns.rrset.RRset(rrset.name, rrsig.rdclass, rrsig.rdtype, rrsig.covers)
+            owned.update(rrsig)  # type: ignore[no-untyped-call]
+            return owned
+        return rrsig
+
+    def _sign(
+        self, rrset: dns.rrset.RRset, signers: Iterable[DnssecKey], window: Window
+    ) -> dns.rrset.RRset:
+        result = dns.rrset.RRset(
+            rrset.name, rrset.rdclass, dns.rdatatype.RRSIG, covers=rrset.rdtype
+        )
+        for key in signers:
+            rrsig = dns.dnssec.sign(
+                rrset,
+                key.private_key,
+                self.origin,
+                key.dnskey,
+                inception=window.inception,
+                expiration=window.expiration,
+            )
+            result.add(rrsig, rrset.ttl)
+        return result
+
+    def signed(self, rrset: dns.rrset.RRset) -> list[dns.rrset.RRset]:
+        """The RRset followed by its signatures (if any)."""
+        rrsig = self.rrsigs(rrset)
+        return [rrset] if rrsig is None else [rrset, rrsig]
+
+    # -- what exists ----------------------------------------------------------------------
+
+    def wildcard_source(self, name: dns.name.Name) -> dns.name.Name | None:
+        """The wildcard an answer owned by `name` was synthesised from, if it was."""
+        zone = self.zone
+        if name in zone.nodes or name in zone.existing or name.canonicalize() in self.services:
+            return None
+        if not name.is_subdomain(self.origin):
+            return None
+        encloser = self.closest_encloser(name)
+        wildcard = dns.name.Name((b"*",) + encloser.labels)
+        return wildcard if wildcard in zone.nodes else None
+
+    def closest_encloser(self, name: dns.name.Name) -> dns.name.Name:
+        encloser = name
+        while encloser not in self.zone.existing and encloser != self.origin:
+            encloser = encloser.parent()
+        return encloser
+
+    def types_at(self, name: dns.name.Name) -> set[int]:
+        types = set(self.zone.nodes.get(name, {}))
+        if name.canonicalize() in self.services:
+            types |= {A, AAAA}
+        return types
+
+    # -- denial of existence --------------------------------------------------------------
+
+    def nodata(self, name: dns.name.Name, qtype: int) -> list[dns.rrset.RRset]:
+        """The NSEC (and RRSIG) proving `name` has no `qtype`: at names, empty non-terminals
+        and names covered by a wildcard alike (compact denial treats them as existing)."""
+        wildcard = self.wildcard_source(name)
+        types = self.types_at(wildcard if wildcard is not None else name)
+        types.discard(qtype)
+        if qtype != DS:
+            types.discard(dns.rdatatype.CNAME)  # a CNAME would have been followed
+        return self.signed(denial.nodata(name, types, self.negative_ttl))
+
+    def nxname(self, name: dns.name.Name) -> list[dns.rrset.RRset]:
+        """RFC 9824: a name that does not exist, as NODATA with the NXNAME type."""
+        return self.signed(denial.nxname(name, self.negative_ttl))
+
+    def wildcard_proof(self, name: dns.name.Name) -> list[dns.rrset.RRset]:
+        """For an answer synthesised from a wildcard: the next closer name does not exist."""
+        encloser = self.closest_encloser(name)
+        next_closer = name.split(len(encloser) + 1)[1]
+        return self.signed(denial.covering(next_closer, self.negative_ttl))
+
+    def referral(self, cut: dns.name.Name) -> list[dns.rrset.RRset]:
+        """A delegation's DS (signed), or the NSEC at the cut proving there is none."""
+        ds = self.zone.nodes.get(cut, {}).get(DS)
+        if ds is not None:
+            return self.signed(ds)
+        types = self.types_at(cut) & {NS}
+        return self.signed(denial.nodata(cut, types | {NS}, self.negative_ttl))
+
+
+class Signers:
+    """The signers of every signed zone, by origin; shared cache and counters."""
+
+    def __init__(
+        self,
+        signers: Mapping[dns.name.Name, ZoneSigner],
+        cache: SignatureCache,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.by_zone = dict(signers)
+        self.cache = cache
+        self.clock = clock
+
+    def for_name(self, name: dns.name.Name) -> ZoneSigner | None:
+        """The signer of the most specific signed zone holding `name`."""
+        by_zone = self.by_zone
+        candidate = name
+        while True:
+            signer = by_zone.get(candidate)
+            if signer is not None:
+                return signer
+            if len(candidate) <= 1:
+                return None
+            candidate = candidate.parent()
+
+    def valid_until(self) -> float:
+        """When answers signed so far must stop being served (the earliest refresh)."""
+        return min((s.window().refresh_at for s in self.by_zone.values()), default=math.inf)
+
+    def __bool__(self) -> bool:
+        return bool(self.by_zone)
+
+
+def key_records(
+    zone: dns.name.Name, keys: Iterable[DnssecKey], now: float, settings: DnssecSettings
+) -> list[dns.rrset.RRset]:
+    """The DNSKEY RRset (published keys) and, for SEP keys, CDS and CDNSKEY (RFC 7344)."""
+    published = [k for k in keys if k.state(now).published]
+    if not published:
+        return []
+    ttl = settings.dnskey_ttl
+    dnskeys = dns.rrset.RRset(zone, dns.rdataclass.IN, DNSKEY)
+    for key in published:
+        dnskeys.add(key.dnskey, ttl)
+    result = [dnskeys]
+    sep = [k for k in published if k.sep and k.state(now) is not KeyState.RETIRED]
+    if settings.cds and sep:
+        cds = dns.rrset.RRset(zone, dns.rdataclass.IN, CDS)
+        cdnskey = dns.rrset.RRset(zone, dns.rdataclass.IN, CDNSKEY)
+        for key in sep:
+            cds.add(dns.dnssec.make_cds(zone, key.dnskey, "SHA256"), ttl)
+            public = key.private_key.public_key()
+            cdnskey.add(dns.dnssec.make_cdnskey(public, key.algorithm, flags=key.dnskey.flags), ttl)
+        result += [cds, cdnskey]
+    return result
+
+
+def publish_keys(zone: dns.zone.Zone, records: Iterable[dns.rrset.RRset]) -> None:
+    """Put the key records into a loaded zone's apex, replacing any the file had."""
+    with zone.writer() as txn:
+        for rrset in records:
+            txn.replace(zone.origin, rrset.to_rdataset())
+
+
+def build_signers(
+    zones: Mapping[dns.name.Name, ZoneData],
+    keys: Mapping[dns.name.Name, Collection[DnssecKey]],
+    settings: DnssecSettings,
+    clock: Clock = SYSTEM_CLOCK,
+    services: Collection[str] = (),
+    now: float | None = None,
+) -> Signers:
+    """A signer for every zone that has an active key; zones without keys stay unsigned."""
+    now = clock.time() if now is None else now
+    cache = SignatureCache(settings.signature_cache_size)
+    service_names = {dns.name.from_text(s).canonicalize() for s in services}
+    signers: dict[dns.name.Name, ZoneSigner] = {}
+    for origin, zone in zones.items():
+        zone_keys = keys.get(origin)
+        if not zone_keys:
+            continue
+        signer = ZoneSigner(zone, zone_keys, settings, cache, clock, service_names, now)
+        if signer.signing:
+            signers[origin] = signer
+        else:
+            log.warning("zone %s has keys but none is active now; serving it unsigned", origin)
+    return Signers(signers, cache, clock)
+
+
+def describe(signers: Signers, now: float) -> dict[str, Any]:
+    """Status: each signed zone's keys and states, and the signature cache's counters."""
+    zones = {}
+    for origin, signer in sorted(signers.by_zone.items()):
+        zones[origin.to_text()] = {
+            "keys": [
+                {
+                    "tag": key.tag,
+                    "algorithm": key.algorithm,
+                    "role": "csk" if key.sep and key in signer.zsks else key.role,
+                    "state": key.state(now).value,
+                    "next_change": key.next_change(now),
+                }
+                for key in signer.keys
+            ],
+            "signatures_expire": signer.window().expiration,
+        }
+    cache = signers.cache
+    return {
+        "zones": zones,
+        "signature_cache": {
+            "size": len(cache),
+            "max": cache.maxsize,
+            "hits": cache.hits,
+            "misses": cache.misses,
+            "evictions": cache.evictions,
+        },
+    }
