@@ -40,6 +40,8 @@ class DnsCounters:
     # ({"refused": n, "dropped": n}).
     rrl: dict[str, int] = field(default_factory=dict)
     acl: dict[str, int] = field(default_factory=dict)
+    # DNSSEC signature cache ({"hits", "misses", "evictions", "entries"}); empty when unsigned.
+    dnssec: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -117,7 +119,21 @@ class DnsCollector:
             "Queries refused or dropped by an access list",
             labels=["action", "worker"],
         )
+        signatures = CounterMetricFamily(
+            "gslb_dnssec_signature_cache_total",
+            "DNSSEC signature cache lookups by result (a miss signs), and evictions",
+            labels=["result", "worker"],
+        )
+        signature_entries = GaugeMetricFamily(
+            "gslb_dnssec_signature_cache_entries",
+            "RRSIG RRsets held in the DNSSEC signature cache",
+            labels=["worker"],
+        )
         for c in workers:
+            if c.dnssec:
+                for result in ("hits", "misses", "evictions"):
+                    signatures.add_metric([result, c.worker], c.dnssec.get(result, 0))
+                signature_entries.add_metric([c.worker], c.dnssec.get("entries", 0))
             # Copy first: the hot path may add keys between our reads.
             for (qtype, rcode, service, dc), n in list(c.queries.items()):
                 queries.add_metric([qtype, rcode, service, dc, c.worker], n)
@@ -128,7 +144,7 @@ class DnsCollector:
                 rrl.add_metric([verdict, c.worker], n)
             for action, n in sorted(c.acl.items()):
                 acl.add_metric([action, c.worker], n)
-        return [queries, hits, misses, latency, rrl, acl]
+        return [queries, hits, misses, latency, rrl, acl, signatures, signature_entries]
 
 
 class HealthCollector:

@@ -47,6 +47,7 @@ class NodeOptions:
     # so every worker, and every reload, validates the cookies the others made.
     cookie_secret: bytes | None = None
     dnssec_keys: str | None = None  # --dnssec-keys DIR: overrides dns.dnssec.key_dir
+    signature_cache: Any = None  # DNSSEC signatures, kept across reloads (one per process)
 
 
 @dataclass
@@ -118,7 +119,11 @@ def load_generation(options: NodeOptions, health: HealthHolder) -> Loaded:
     signers = None
     key_event = float("inf")
     if key_dir:
-        signers = dnssec_setup.make_signers(zoneset.zones, keys, settings.dnssec, services)
+        signers = dnssec_setup.make_signers(
+            zoneset.zones, keys, settings.dnssec, services, cache=options.signature_cache
+        )
+        if signers is not None:
+            options.signature_cache = signers.cache
         key_event = dnssec_setup.next_key_event(keys, time.time())
     log.info(
         "loaded %d zone(s) %s and %d service(s)%s",

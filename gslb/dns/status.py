@@ -18,6 +18,7 @@ import dns.rcode
 import dns.rdatatype
 
 from .. import __version__
+from ..dnssec.status import describe_signing, signature_cache_counts
 from ..health.snapshot import HealthSnapshot
 from .node import DnsNode
 
@@ -158,6 +159,7 @@ class NodeStatus:
             "health": monitor_status,
             "answers": self._recent_answers(),
             "events": list(self.events)[-50:],
+            "dnssec": describe_signing(generation.responder.signers, time.time()),
         }
 
     def _config_version(self) -> str:
@@ -227,6 +229,7 @@ class NodeStatus:
             latency_count=stats.latency_samples,
             rrl=self._rrl_counts(responder),
             acl={"refused": stats.acl_refused, "dropped": stats.acl_dropped},
+            dnssec=signature_cache_counts(responder.signers),
         )
 
     @staticmethod

@@ -12,6 +12,7 @@ import dns.name
 import dns.zone
 
 from ..clock import SYSTEM_CLOCK, Clock
+from .cache import SignatureCache
 from .keys import DnssecKey, load_key_dir
 from .settings import DnssecSettings
 from .signer import Signers, ZoneData, build_signers, key_records, publish_keys
@@ -59,8 +60,9 @@ def make_signers(
     services: Collection[str],
     clock: Clock = SYSTEM_CLOCK,
     now: float | None = None,
+    cache: SignatureCache | None = None,
 ) -> Signers | None:
-    signers = build_signers(zones, keys, settings, clock, services, now)
+    signers = build_signers(zones, keys, settings, clock, services, now, cache)
     return signers if signers else None
 
 

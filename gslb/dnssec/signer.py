@@ -13,7 +13,7 @@ import logging
 import math
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import dns.dnssec
 import dns.name
@@ -84,6 +84,9 @@ class ZoneSigner:
         # A zone with only KSK-flagged keys (a CSK) or only ZSKs signs everything with them.
         self.zsks = [k for k in active if not k.sep] or [k for k in active if k.sep]
         self.ksks = [k for k in active if k.sep] or self.zsks
+        # Part of every cache key: the cache outlives reloads, and a rollover changes these.
+        self._zsk_ids = tuple((k.algorithm, k.tag, k.dnskey.key) for k in self.zsks)
+        self._ksk_ids = tuple((k.algorithm, k.tag, k.dnskey.key) for k in self.ksks)
         self.negative_ttl = zone.negative_soa.ttl
         self._window = self._make_window(now)
 
@@ -112,7 +115,10 @@ class ZoneSigner:
 
     def rrsigs(self, rrset: dns.rrset.RRset) -> dns.rrset.RRset | None:
         """The RRSIG RRset covering `rrset` (owner as given), or None if nothing signs."""
-        signers = self.ksks if rrset.rdtype in KEY_SET_TYPES else self.zsks
+        if rrset.rdtype in KEY_SET_TYPES:
+            signers, signer_ids = self.ksks, self._ksk_ids
+        else:
+            signers, signer_ids = self.zsks, self._zsk_ids
         if not signers:
             return None
         source = rrset
@@ -124,7 +130,7 @@ class ZoneSigner:
             source = dns.rrset.RRset(wildcard, rrset.rdclass, rrset.rdtype)
             source.update(rrset)  # type: ignore[no-untyped-call]
         window = self.window()
-        key = (content_key(source), window.expiration)
+        key = (content_key(source), window.expiration, signer_ids)
         rrsig = self.cache.get(key)
         if rrsig is None:
             rrsig = self._sign(source, signers, window)
@@ -285,10 +291,14 @@ def build_signers(
     clock: Clock = SYSTEM_CLOCK,
     services: Collection[str] = (),
     now: float | None = None,
+    cache: SignatureCache | None = None,
 ) -> Signers:
-    """A signer for every zone that has an active key; zones without keys stay unsigned."""
+    """A signer for every zone that has an active key; zones without keys stay unsigned.
+
+    `cache` is the previous generation's, kept across reloads so they do not re-sign."""
     now = clock.time() if now is None else now
-    cache = SignatureCache(settings.signature_cache_size)
+    if cache is None or cache.maxsize != settings.signature_cache_size:
+        cache = SignatureCache(settings.signature_cache_size)
     service_names = {dns.name.from_text(s).canonicalize() for s in services}
     signers: dict[dns.name.Name, ZoneSigner] = {}
     for origin, zone in zones.items():
@@ -301,33 +311,3 @@ def build_signers(
         else:
             log.warning("zone %s has keys but none is active now; serving it unsigned", origin)
     return Signers(signers, cache, clock)
-
-
-def describe(signers: Signers, now: float) -> dict[str, Any]:
-    """Status: each signed zone's keys and states, and the signature cache's counters."""
-    zones = {}
-    for origin, signer in sorted(signers.by_zone.items()):
-        zones[origin.to_text()] = {
-            "keys": [
-                {
-                    "tag": key.tag,
-                    "algorithm": key.algorithm,
-                    "role": "csk" if key.sep and key in signer.zsks else key.role,
-                    "state": key.state(now).value,
-                    "next_change": key.next_change(now),
-                }
-                for key in signer.keys
-            ],
-            "signatures_expire": signer.window().expiration,
-        }
-    cache = signers.cache
-    return {
-        "zones": zones,
-        "signature_cache": {
-            "size": len(cache),
-            "max": cache.maxsize,
-            "hits": cache.hits,
-            "misses": cache.misses,
-            "evictions": cache.evictions,
-        },
-    }
