@@ -182,9 +182,9 @@ def test_wildcard_answer_signed_as_the_wildcard_with_proof() -> None:
     answer, rrsig = signed.answer
     assert rrsig[0].labels == 3  # *.apps.example.test: the validator re-creates the wildcard
     wildcard = dns.rrset.RRset(n("*.apps"), answer.rdclass, answer.rdtype)
-    wildcard.update(answer)
+    wildcard.update(answer)  # type: ignore[no-untyped-call]
     wildcard_sig = dns.rrset.RRset(n("*.apps"), rrsig.rdclass, rrsig.rdtype, rrsig.covers)
-    wildcard_sig.update(rrsig)
+    wildcard_sig.update(rrsig)  # type: ignore[no-untyped-call]
     validate(zoneset, wildcard, wildcard_sig, clock.time())
     nsec = next(r for r in signed.authority if r.rdtype == dns.rdatatype.NSEC)
     assert nsec.name < n("y.apps") < nsec[0].next  # covers the next closer name
