@@ -17,7 +17,7 @@ class DnssecSettings:
     validity: int = 7 * DAY  # seconds from the window's start to a signature's expiration
     inception_offset: int = 3600  # inception backdated by this much (clock skew of resolvers)
     refresh: int = 2 * DAY  # re-sign when less than this much validity remains
-    signature_cache_size: int = 100_000  # RRSIG RRsets kept (one per distinct RRset content)
+    signature_cache_size: int = 50_000  # RRSIG RRsets kept (~1.5 KB each), one per content
     dnskey_ttl: int = 3600  # TTL of the DNSKEY, CDS and CDNSKEY RRsets we publish
     cds: bool = True  # publish CDS/CDNSKEY (RFC 7344) for the zone's SEP keys
 

@@ -113,8 +113,11 @@ class ZoneSigner:
 
     # -- signatures -----------------------------------------------------------------------
 
-    def rrsigs(self, rrset: dns.rrset.RRset) -> dns.rrset.RRset | None:
-        """The RRSIG RRset covering `rrset` (owner as given), or None if nothing signs."""
+    def rrsigs(self, rrset: dns.rrset.RRset, cache: bool = True) -> dns.rrset.RRset | None:
+        """The RRSIG RRset covering `rrset` (owner as given), or None if nothing signs.
+
+        cache=False for records made for one query name (a random-name flood would only push
+        shareable signatures out; the rendered-answer cache keeps that answer anyway)."""
         if rrset.rdtype in KEY_SET_TYPES:
             signers, signer_ids = self.ksks, self._ksk_ids
         else:
@@ -130,6 +133,8 @@ class ZoneSigner:
             source = dns.rrset.RRset(wildcard, rrset.rdclass, rrset.rdtype)
             source.update(rrset)  # type: ignore[no-untyped-call]
         window = self.window()
+        if not cache:
+            return self._sign(source, signers, window)
         key = (content_key(source), window.expiration, signer_ids)
         rrsig = self.cache.get(key)
         if rrsig is None:
@@ -159,9 +164,9 @@ class ZoneSigner:
             result.add(rrsig, rrset.ttl)
         return result
 
-    def signed(self, rrset: dns.rrset.RRset) -> list[dns.rrset.RRset]:
+    def signed(self, rrset: dns.rrset.RRset, cache: bool = True) -> list[dns.rrset.RRset]:
         """The RRset followed by its signatures (if any)."""
-        rrsig = self.rrsigs(rrset)
+        rrsig = self.rrsigs(rrset, cache)
         return [rrset] if rrsig is None else [rrset, rrsig]
 
     # -- what exists ----------------------------------------------------------------------
@@ -199,17 +204,18 @@ class ZoneSigner:
         types.discard(qtype)
         if qtype != DS:
             types.discard(dns.rdatatype.CNAME)  # a CNAME would have been followed
-        return self.signed(denial.nodata(name, types, self.negative_ttl))
+        # Names under a wildcard are as many as the queries: do not let them fill the cache.
+        return self.signed(denial.nodata(name, types, self.negative_ttl), wildcard is None)
 
     def nxname(self, name: dns.name.Name) -> list[dns.rrset.RRset]:
         """RFC 9824: a name that does not exist, as NODATA with the NXNAME type."""
-        return self.signed(denial.nxname(name, self.negative_ttl))
+        return self.signed(denial.nxname(name, self.negative_ttl), cache=False)
 
     def wildcard_proof(self, name: dns.name.Name) -> list[dns.rrset.RRset]:
         """For an answer synthesised from a wildcard: the next closer name does not exist."""
         encloser = self.closest_encloser(name)
         next_closer = name.split(len(encloser) + 1)[1]
-        return self.signed(denial.covering(next_closer, self.negative_ttl))
+        return self.signed(denial.covering(next_closer, self.negative_ttl), cache=False)
 
     def referral(self, cut: dns.name.Name) -> list[dns.rrset.RRset]:
         """A delegation's DS (signed), or the NSEC at the cut proving there is none."""
