@@ -13,7 +13,7 @@ import pytest
 from gslb.clock import FakeClock
 from gslb.dnssec import denial
 from gslb.dnssec.cache import SignatureCache, content_key
-from gslb.dnssec.keys import DnssecKey, generate_key
+from gslb.dnssec.keys import ECDSAP256SHA256, ED25519, DnssecKey, generate_key
 from gslb.dnssec.render import sign_result
 from gslb.dnssec.settings import DAY, DnssecSettings, parse_dnssec
 from gslb.dnssec.signer import Signers, build_signers, key_records, publish_keys
@@ -62,9 +62,10 @@ def validate(zoneset: ZoneSet, rrset: dns.rrset.RRset, rrsig: dns.rrset.RRset, n
     dns.dnssec.validate(rrset, rrsig, {ORIGIN: dnskeys(zoneset)}, now=now)
 
 
-def test_rrsets_validate_and_share_one_signature() -> None:
+@pytest.mark.parametrize("algorithm", [ECDSAP256SHA256, ED25519])
+def test_rrsets_validate_and_share_one_signature(algorithm: int) -> None:
     clock = FakeClock(START)
-    zoneset, signers, _ = build(clock)
+    zoneset, signers, _ = build(clock, keys=[generate_key(ORIGIN, algorithm, now=START)])
     signer = signers.for_name(n("www"))
     assert signer is not None
     first = dns.rrset.from_text(n("www"), 30, "IN", "A", "192.0.2.11")

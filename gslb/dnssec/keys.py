@@ -26,7 +26,9 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rdtypes.ANY.DNSKEY
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from ..errors import ConfigError, Mark, Reason
 
@@ -120,6 +122,15 @@ class DnssecKey:
         timing = dict(self.timing)
         timing.update(changes)
         return replace(self, timing=timing)
+
+
+def sign_bytes(key: DnssecKey, data: bytes) -> bytes:
+    """The DNSSEC signature of `data`: ECDSA as r || s (RFC 6605), Ed25519 raw (RFC 8080)."""
+    private = key.private_key
+    if isinstance(private, ec.EllipticCurvePrivateKey):
+        r, s = decode_dss_signature(private.sign(data, ec.ECDSA(hashes.SHA256())))
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    return private.sign(data)
 
 
 def key_basename(zone: dns.name.Name, algorithm: int, tag: int) -> str:
