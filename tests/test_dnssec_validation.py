@@ -110,7 +110,9 @@ stub-zone:
                 if time.monotonic() > deadline or self.process.poll() is not None:
                     raise RuntimeError(f"unbound did not start: {self.log.read_text()}") from None
 
-    def ask(self, name: str, rdtype: str = "A", client: str | None = None) -> dns.message.Message:
+    def ask(
+        self, name: str, rdtype: str = "A", client: str | None = None, timeout: float = 20
+    ) -> dns.message.Message:
         options: list[dns.edns.Option] = []
         if client is not None:
             address, prefix = client.split("/")
