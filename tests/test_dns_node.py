@@ -75,6 +75,27 @@ def test_reload_with_bad_zone_keeps_serving_old_data(zones_dir: Path) -> None:
         server.stop()
 
 
+def test_counters_are_the_nodes_and_survive_reloads(zones_dir: Path) -> None:
+    server = ServerThread(NodeOptions(zones_dir=str(zones_dir), listen=["127.0.0.1:0"])).start()
+    try:
+        assert server.node is not None
+        node = server.node
+        counters = node.counters
+        query = dns.message.make_query("www.example.test", "A")
+        for _ in range(5):  # the first renders, the rest are packet-cache hits
+            udp(server, query)
+        assert server.call(node.reload) is True
+        assert node.holder.current.counters is counters
+        for _ in range(3):
+            udp(server, query)
+        counts = node.answer_counts()
+        assert counts[(1, 0, "", "")] == 8
+        hits, misses = node.holder.current.cache_counts()
+        assert hits == 6 and misses == 2  # one render per generation
+    finally:
+        server.stop()
+
+
 def test_chaos_answers_when_configured(zones_dir: Path) -> None:
     options = NodeOptions(
         zones_dir=str(zones_dir),

@@ -218,8 +218,9 @@ def test_caches_stay_bounded_under_a_random_name_flood(tmp_path: Path, zones_dir
                 sock.recv(4096)
         assert server.node is not None
         responder = server.node.holder.current
-        assert len(responder._packets) <= 500
-        assert len(responder._plans) <= 300 and len(responder._answers) <= 300
+        caches = responder.caches
+        assert len(caches.packets) <= 500
+        assert len(caches.plans) <= 300 and len(caches.answers) <= 300
         assert udp(server, dns.message.make_query("www.example.test", "A")).answer
     finally:
         server.stop()

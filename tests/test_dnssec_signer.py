@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import struct
+
 import dns.dnssec
+import dns.message
 import dns.name
 import dns.rdataclass
 import dns.rdatatype
@@ -11,13 +14,14 @@ import dns.zone
 import pytest
 
 from gslb.clock import FakeClock
+from gslb.dns.answer import Answer, resolve
+from gslb.dns.render import render
 from gslb.dnssec import denial
 from gslb.dnssec.cache import SignatureCache, content_key
 from gslb.dnssec.keys import ECDSAP256SHA256, ED25519, DnssecKey, generate_key
-from gslb.dnssec.render import sign_result
 from gslb.dnssec.settings import DAY, DnssecSettings, parse_dnssec
 from gslb.dnssec.signer import Signers, build_signers, key_records, publish_keys
-from gslb.zone.lookup import Kind, ZoneSet
+from gslb.zone.lookup import ZoneSet
 
 ZONE_TEXT = """\
 $ORIGIN example.test.
@@ -142,19 +146,23 @@ def test_compact_denial_records() -> None:
     assert denial.predecessor(n("a[.x")) < n("a[.x")  # not confused by upper-case sorting
 
 
-def lookup_signed(zoneset: ZoneSet, signers: Signers, name: str, qtype: str) -> tuple:  # type: ignore[type-arg]
+def lookup_signed(
+    zoneset: ZoneSet, signers: Signers, name: str, qtype: str
+) -> tuple[Answer, dns.message.Message]:
+    """The answer core's Answer, rendered through the DNSSEC seam as for a DO=1 query."""
     qname = n(name)
-    rdtype = dns.rdatatype.from_text(qtype)
-    result = zoneset.lookup(qname, rdtype)
-    rcode = 3 if result.kind is Kind.NXDOMAIN else 0
-    return result, sign_result(signers, result, qname, rdtype, rcode)
+    answer = resolve(zoneset, None, qname, dns.rdatatype.from_text(qtype))
+    assert isinstance(answer, Answer) and answer.zone is not None
+    rendered = render(answer, True, signers[answer.zone])
+    wire = struct.pack("!HH", 0, rendered.flags) + rendered.body
+    return answer, dns.message.from_wire(wire)
 
 
 def test_negative_answers_carry_compact_denial() -> None:
     clock = FakeClock(START)
     zoneset, signers, _ = build(clock)
     _, nx = lookup_signed(zoneset, signers, "nope", "A")
-    assert nx.rcode == 0  # NXDOMAIN answered as NODATA (RFC 9824)
+    assert nx.rcode() == 0  # NXDOMAIN answered as NODATA (RFC 9824)
     types = [(r.name, r.rdtype) for r in nx.authority]
     assert (n("nope"), dns.rdatatype.NSEC) in types
     assert [r for r in nx.authority if r.rdtype == dns.rdatatype.RRSIG]

@@ -20,9 +20,12 @@ from ..admin.settings import AdminSettings, parse_admin
 from ..errors import ConfigError
 from ..health.snapshot import HealthHolder
 from ..zone import ZoneSet, load_zones
+from ..zone.checks import services_under_delegations
 from .acl import parse_acl
 from .cookies import CookieJar, generate_secret, parse_cookies
-from .responder import Protection, Responder
+from .counters import Counters
+from .guards import Protection
+from .responder import Responder
 from .rrl import ResponseRateLimiter, parse_rrl
 from .server import DnsServer, ResponderHolder, install_uvloop, make_socket
 from .settings import DnsSettings, parse_dns, parse_hostport
@@ -67,7 +70,9 @@ class Loaded:
             self.locator.close()
 
 
-def load_generation(options: NodeOptions, health: HealthHolder) -> Loaded:
+def load_generation(
+    options: NodeOptions, health: HealthHolder, counters: Counters | None = None
+) -> Loaded:
     """Read and validate zones and config; raises ConfigError with every reason found."""
     zones = load_zones(options.zones_dir)
     config = None
@@ -116,6 +121,12 @@ def load_generation(options: NodeOptions, health: HealthHolder) -> Loaded:
                 locator.close()
             raise
     zoneset = ZoneSet(zones, services)
+    if config is not None:
+        delegated = services_under_delegations(zoneset, config.services)
+        if delegated:
+            if locator is not None:
+                locator.close()
+            raise ConfigError(delegated)
     signers = None
     key_event = float("inf")
     if key_dir:
@@ -132,7 +143,9 @@ def load_generation(options: NodeOptions, health: HealthHolder) -> Loaded:
         len(services),
         f" from {options.config_path}" if options.config_path else "",
     )
-    responder = Responder(zoneset, settings, steering, health, protection, signers)
+    responder = Responder(
+        zoneset, settings, steering, health, protection, counters, signers=signers
+    )
     return Loaded(responder, settings, config, time.time(), locator, admin, key_event)
 
 
@@ -162,7 +175,9 @@ class DnsNode:
     ) -> None:
         self.options = options
         self.health = health or HealthHolder()
-        self.generation = load_generation(options, self.health)
+        # One set of counters for every generation: totals survive reloads.
+        self.counters = Counters()
+        self.generation = load_generation(options, self.health, self.counters)
         self.holder = ResponderHolder(self.generation.responder)
         self.server = DnsServer(self.holder, self.generation.settings, reuse_port=reuse_port)
         self.reloads = 0
@@ -173,15 +188,11 @@ class DnsNode:
         self._geoip_task: asyncio.Task[None] | None = None
         self.worker = os.environ.get("GSLB_WORKER", "0")
         self.on_reload: list[Any] = []  # callbacks (ok, errors) for status and events
-        # Counters of responders replaced by reloads, so exported totals never go backwards.
-        self.retired_counts: dict[tuple[int, int, str, str], int] = {}
+        # The counters carry over reloads; this stays (0, 0) for readers that add it.
         self.retired_cache = (0, 0)
 
     def answer_counts(self) -> dict[tuple[int, int, str, str], int]:
-        counts = dict(self.retired_counts)
-        for labels, count in self.holder.current.answer_counts().items():
-            counts[labels] = counts.get(labels, 0) + count
-        return counts
+        return self.holder.current.answer_counts()
 
     async def start(self) -> None:
         config = self.generation.config
@@ -228,7 +239,7 @@ class DnsNode:
     def reload(self) -> bool:
         """Re-read zones and config; on any error keep serving the previous generation."""
         try:
-            generation = load_generation(self.options, self.health)
+            generation = load_generation(self.options, self.health, self.counters)
         except ConfigError as exc:
             self.reload_failures += 1
             self.last_reload_error = str(exc)
@@ -241,10 +252,7 @@ class DnsNode:
             self.monitor.reload(generation.config)
         retired = self.holder.current
         self.holder.current = generation.responder
-        for labels, count in retired.answer_counts().items():
-            self.retired_counts[labels] = self.retired_counts.get(labels, 0) + count
-        hits, misses = retired.cache_counts()
-        self.retired_cache = (self.retired_cache[0] + hits, self.retired_cache[1] + misses)
+        retired.retire()
         retired_generation.close()
         self.last_reload_error = None
         self.reloads += 1

@@ -134,10 +134,11 @@ class TcpProtocol(asyncio.Protocol):
             message = bytes(buffer[2 : 2 + length])
             del buffer[: 2 + length]
             answered = True
-            response = self.holder.current.handle_tcp(message, self.client, self.listener)
-            if response is None:
-                continue  # RFC 7766 6.2.4: a dropped message need not close the connection
-            self.transport.write(len(response).to_bytes(2, "big") + response)  # type: ignore[union-attr]
+            # None of them (dropped) need not close the connection (RFC 7766 6.2.4); a zone
+            # transfer answers with several.
+            responses = self.holder.current.handle_tcp(message, self.client, self.listener)
+            for response in responses:
+                self.transport.write(len(response).to_bytes(2, "big") + response)  # type: ignore[union-attr]
         if answered:
             self._restart_timer()
 

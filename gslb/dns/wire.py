@@ -1,8 +1,8 @@
 """Fast DNS wire parsing: header, question, OPT, ECS and COOKIE straight from the bytes.
 
-The hot path never builds a dnspython Message. parse_query() returns a Query whose `error`
-field is the rcode to answer with when the packet is readable but wrong; it raises Drop when
-the packet must get no answer at all (too short to carry an ID, or a response).
+The hot path never builds a dnspython Message. parse_query() returns a Query (one readable
+question), or a Malformed saying which error rcode the packet gets; it raises Drop when the
+packet must get no answer at all (too short to carry an ID, or a response).
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ BADCOOKIE = 23
 
 TYPE_OPT = 41
 TYPE_TSIG = 250
+TYPE_IXFR = 251
+TYPE_AXFR = 252
+OPCODE_QUERY = 0
+OPCODE_NOTIFY = 4
 OPTION_ECS = 8
 OPTION_COOKIE = 10
 MAX_NAME = 255
@@ -47,14 +51,21 @@ class ClientSubnet:
         self.raw_address = raw_address  # exactly as sent (ceil(prefix / 8) bytes)
 
     def option(self, scope_prefix: int) -> bytes:
-        """The option to echo in the response with the given scope (RFC 7871 section 7.2.1)."""
-        scope = min(scope_prefix, self.source_prefix)
+        """The option to echo in the response with the given scope (RFC 7871 section 7.2.1).
+
+        The scope may be longer than the source prefix (the answer depends on more bits than
+        the resolver sent, so it asks again with more); it is bounded by the address width."""
+        scope = min(scope_prefix, 32 if self.family == 1 else 128)
         data = struct.pack("!HBB", self.family, self.source_prefix, scope) + self.raw_address
         return OPTION.pack(OPTION_ECS, len(data)) + data
 
 
 class Query:
-    """What the server needs from a query; cheap to build."""
+    """A well-formed query with one question: what the answer path needs; cheap to build.
+
+    Any opcode parses into a Query (NOTIFY and UPDATE carry a question too); the responder
+    decides what an opcode other than QUERY gets.
+    """
 
     __slots__ = (
         "id",
@@ -62,7 +73,6 @@ class Query:
         "qname",
         "qtype",
         "qclass",
-        "error",
         "edns",
         "payload",
         "version",
@@ -75,17 +85,56 @@ class Query:
     def __init__(self) -> None:
         self.id = 0
         self.flags = 0
-        self.qname: bytes | None = None  # wire form, case as received
+        self.qname = b""  # wire form, case as received
         self.qtype = 0
         self.qclass = 0
-        self.error = NOERROR
-        self.edns = False
+        self.edns = False  # an OPT record was read completely
         self.payload = 512
         self.version = 0
         self.do = False
         self.ecs: ClientSubnet | None = None
         self.cookie: bytes | None = None
-        self.tsig = False
+        self.tsig = False  # the additional section carries a TSIG record (RFC 8945)
+
+    @property
+    def opcode(self) -> int:
+        return (self.flags >> 11) & 0xF
+
+
+class Malformed:
+    """A message that gets a bare header (plus the question and OPT when they could be read).
+
+    `rcode` is FORMERR, NOTIMP or BADVERS; or NOERROR for a cookie-only query (QDCOUNT=0 with a
+    COOKIE option, RFC 7873 section 5.4), which only wants a server cookie back.
+    """
+
+    __slots__ = (
+        "id",
+        "flags",
+        "rcode",
+        "question",
+        "qtype",
+        "edns",
+        "payload",
+        "do",
+        "cookie",
+        "ecs",
+    )
+
+    def __init__(self, query: Query, rcode: int, question: bool) -> None:
+        self.id = query.id
+        self.flags = query.flags
+        self.rcode = rcode
+        # The question as sent (name, type, class), or b"" when it was missing or unreadable.
+        self.question = (
+            query.qname + TYPE_CLASS.pack(query.qtype, query.qclass) if question else b""
+        )
+        self.qtype = query.qtype if question else 0
+        self.edns = query.edns
+        self.payload = query.payload
+        self.do = query.do
+        self.cookie = query.cookie
+        self.ecs: ClientSubnet | None = None  # never echoed in an error about the message
 
     @property
     def opcode(self) -> int:
@@ -143,10 +192,7 @@ def _parse_ecs(data: bytes) -> ClientSubnet:
 
 
 def _parse_opt(query: Query, data: bytes, pos: int, rdlength: int, klass: int, ttl: int) -> None:
-    query.edns = True
-    query.payload = max(klass, 512)
-    query.version = (ttl >> 16) & 0xFF
-    query.do = bool(ttl & 0x8000)
+    version = (ttl >> 16) & 0xFF
     end = pos + rdlength
     while pos < end:
         if pos + 4 > end:
@@ -155,7 +201,7 @@ def _parse_opt(query: Query, data: bytes, pos: int, rdlength: int, klass: int, t
         pos += 4
         if pos + length > end:
             raise ValueError("EDNS option runs past the OPT record")
-        if code == OPTION_ECS:
+        if code == OPTION_ECS and version == 0:
             if query.ecs is not None:
                 raise ValueError("more than one ECS option")
             query.ecs = _parse_ecs(data[pos : pos + length])
@@ -169,27 +215,43 @@ def _parse_opt(query: Query, data: bytes, pos: int, rdlength: int, klass: int, t
         pos += length
 
 
-def parse_query(data: bytes) -> Query:
-    """Parse a query. Raises Drop; otherwise query.error says FORMERR/NOTIMP/BADVERS/NOERROR."""
+def _read_opt(query: Query, data: bytes, pos: int, rdlength: int, klass: int, ttl: int) -> None:
+    query.payload = max(klass, 512)
+    query.version = (ttl >> 16) & 0xFF
+    query.do = bool(ttl & 0x8000)
+    if query.version == 0:
+        _parse_opt(query, data, pos, rdlength, klass, ttl)
+    else:
+        # RFC 6891 section 6.1.3: a version we do not know gets BADVERS, whatever its options
+        # hold (we cannot judge them); a well-formed COOKIE still rides along (RFC 7873 5.4).
+        try:
+            _parse_opt(query, data, pos, rdlength, klass, ttl)
+        except ValueError:
+            query.cookie = None
+    query.edns = True
+
+
+def parse_query(data: bytes) -> Query | Malformed:
+    """Parse a query, or say which error it gets (Malformed). Raises Drop for no answer."""
     if len(data) < 12:
         raise Drop
     query = Query()
     query.id, query.flags, qdcount, ancount, nscount, arcount = HEADER.unpack_from(data)
     if query.flags & QR:
         raise Drop  # never answer a response: that is how reflection loops start
-    if query.opcode != 0:
-        query.error = NOTIMP
-        return query
-    if qdcount != 1:
-        query.error = FORMERR
-        return query
+    question = False
     try:
-        pos = question_name_end(data, 12)
-        if pos + 4 > len(data):
-            raise ValueError("question truncated")
-        query.qname = data[12:pos]
-        query.qtype, query.qclass = TYPE_CLASS.unpack_from(data, pos)
-        pos += 4
+        pos = 12
+        if qdcount > 1:
+            raise ValueError("more than one question")
+        if qdcount == 1:
+            pos = question_name_end(data, 12)
+            if pos + 4 > len(data):
+                raise ValueError("question truncated")
+            query.qname = data[12:pos]
+            query.qtype, query.qclass = TYPE_CLASS.unpack_from(data, pos)
+            pos += 4
+            question = True
         opt_seen = False
         for index in range(ancount + nscount + arcount):
             owner_start = pos
@@ -207,19 +269,26 @@ def parse_query(data: bytes) -> Query:
                     opt_seen = True
                     if data[owner_start] != 0:
                         raise ValueError("OPT owner is not the root")
-                    _parse_opt(query, data, pos, rdlength, klass, ttl)
+                    _read_opt(query, data, pos, rdlength, klass, ttl)
                 elif rtype == TYPE_TSIG:
                     query.tsig = True
             pos += rdlength
         if pos != len(data):
             raise ValueError("trailing bytes after the message")
     except (ValueError, struct.error):
-        query.error = FORMERR
-        return query
+        if query.opcode != 0:
+            return Malformed(query, NOTIMP, question)
+        return Malformed(query, FORMERR, question)
     if query.edns and query.version > 0:
-        query.error = BADVERS
+        return Malformed(query, BADVERS, question)
+    if query.opcode != 0 and not question:
+        return Malformed(query, NOTIMP, False)
+    if not question:
+        if query.cookie is not None and query.opcode == 0:
+            return Malformed(query, NOERROR, False)
+        return Malformed(query, FORMERR, False)
     if query.qtype == TYPE_OPT:
-        query.error = FORMERR
+        return Malformed(query, FORMERR, True)
     return query
 
 
@@ -229,12 +298,33 @@ def build_opt(payload: int, extended_rcode: int, do: bool, options: bytes) -> by
     return b"\x00" + RR_FIXED.pack(TYPE_OPT, payload, ttl, len(options)) + options
 
 
-def error_response(query: Query, rcode: int, with_question: bool, opt: bytes = b"") -> bytes:
-    """A response with no records: header, the question if known, and an optional OPT."""
+def error_response(
+    query: Query | Malformed, rcode: int, question: bytes, opt: bytes = b""
+) -> bytes:
+    """A response with no records: header, the question when given, and an optional OPT."""
     flags = QR | (query.flags & (0x7800 | RD | CD)) | (rcode & 0xF)
-    question = b""
-    if with_question and query.qname is not None:
-        question = query.qname + TYPE_CLASS.pack(query.qtype, query.qclass)
     return (
         HEADER.pack(query.id, flags, 1 if question else 0, 0, 0, 1 if opt else 0) + question + opt
     )
+
+
+def question_of(query: Query) -> bytes:
+    """The question section of a parsed query, as sent."""
+    return query.qname + TYPE_CLASS.pack(query.qtype, query.qclass)
+
+
+def find_opt(message: bytes, offset: int, skip: int, additional: int) -> bytes:
+    """The OPT record of a message we built, given where its answer section starts: skip
+    `skip` records (answer and authority), then look through `additional`. b"" if none."""
+    try:
+        pos = offset
+        for index in range(skip + additional):
+            start = pos
+            pos = _name_end(message, pos, pointers=True)
+            rtype, _, _, rdlength = RR_FIXED.unpack_from(message, pos)
+            pos += 10 + rdlength
+            if index >= skip and rtype == TYPE_OPT:
+                return message[start:pos]
+    except (ValueError, struct.error):
+        return b""
+    return b""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import struct
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,6 +26,7 @@ import dns.rrset
 import dns.zone
 
 from ..clock import SYSTEM_CLOCK, Clock
+from ..zone.lookup import Kind
 from . import denial
 from .cache import SignatureCache
 from .keys import DnssecKey, KeyState, sign_bytes
@@ -38,6 +39,7 @@ CDS = dns.rdatatype.CDS
 CDNSKEY = dns.rdatatype.CDNSKEY
 DS = dns.rdatatype.DS
 NSEC = dns.rdatatype.NSEC
+RRSIG = dns.rdatatype.RRSIG
 NS = dns.rdatatype.NS
 SOA = dns.rdatatype.SOA
 A = dns.rdatatype.A
@@ -51,6 +53,7 @@ class ZoneData(Protocol):
     origin: dns.name.Name
     nodes: dict[dns.name.Name, dict[int, dns.rrset.RRset]]
     existing: set[dns.name.Name]
+    delegations: set[dns.name.Name]
     negative_soa: dns.rrset.RRset
 
 
@@ -97,6 +100,7 @@ class ZoneSigner:
         }
         self._static[id(zone.negative_soa)] = (zone.negative_soa, None)
         self._window = self._make_window(now)
+        self.group: Signers | None = None  # set by Signers: finds the signer of other zones
 
     @property
     def signing(self) -> bool:
@@ -126,6 +130,15 @@ class ZoneSigner:
 
         cache=False for records made for one query name (a random-name flood would only push
         shareable signatures out; the rendered-answer cache keeps that answer anyway)."""
+        name = rrset.name
+        if self.group is not None and not self._owns(name):
+            other = self.group.for_name(name)  # a CNAME chain into another zone we serve
+            return other.rrsigs(rrset, cache) if other is not None else None
+        rdtype = rrset.rdtype
+        if rdtype == RRSIG or (rdtype == NS and name != self.origin) or self._below_cut(name):
+            return None  # delegation NS and glue are not authoritative data (RFC 4035 2.2)
+        if rdtype == NSEC and name not in self.zone.existing:
+            cache = False  # one per query name (NXNAME, wildcard proofs): do not crowd others
         if rrset.rdtype in KEY_SET_TYPES:
             signers, signer_ids = self.ksks, self._ksk_ids
         else:
@@ -218,12 +231,34 @@ class ZoneSigner:
             result.add(rrsig, rrset.ttl)
         return result
 
-    def signed(self, rrset: dns.rrset.RRset, cache: bool = True) -> list[dns.rrset.RRset]:
-        """The RRset followed by its signatures (if any)."""
-        rrsig = self.rrsigs(rrset, cache)
-        return [rrset] if rrsig is None else [rrset, rrsig]
-
     # -- what exists ----------------------------------------------------------------------
+
+    def _owns(self, name: dns.name.Name) -> bool:
+        """`name` is in this zone and in no more specific zone we sign."""
+        group = self.group
+        return group is None or group.for_name(name) is self
+
+    def _below_cut(self, name: dns.name.Name) -> bool:
+        """Strictly below a delegation point (the DS and NSEC at the cut are ours)."""
+        delegations = self.zone.delegations
+        if not delegations:
+            return False
+        candidate = name.parent() if len(name) > len(self.origin) else name
+        while len(candidate) > len(self.origin):
+            if candidate in delegations:
+                return True
+            candidate = candidate.parent()
+        return False
+
+    def cut_above(self, name: dns.name.Name) -> dns.name.Name | None:
+        """The highest delegation point at or above `name`."""
+        cut = None
+        candidate = name
+        while len(candidate) > len(self.origin):
+            if candidate in self.zone.delegations:
+                cut = candidate
+            candidate = candidate.parent()
+        return cut
 
     def wildcard_source(self, name: dns.name.Name) -> dns.name.Name | None:
         """The wildcard an answer owned by `name` was synthesised from, if it was."""
@@ -250,38 +285,43 @@ class ZoneSigner:
 
     # -- denial of existence --------------------------------------------------------------
 
-    def nodata(self, name: dns.name.Name, qtype: int) -> list[dns.rrset.RRset]:
-        """The NSEC (and RRSIG) proving `name` has no `qtype`: at names, empty non-terminals
-        and names covered by a wildcard alike (compact denial treats them as existing)."""
+    def denial(
+        self, zone: dns.name.Name, qname: dns.name.Name, qtype: int, kind: Kind
+    ) -> list[dns.rrset.RRset]:
+        """The render seam (gslb.dns.render.Signer): the records proving what `kind` says
+        about `qname`, unsigned (the renderer asks rrsigs() for each). `qname` is the name the
+        answer ends at (the last CNAME target of a negative answer)."""
+        if self.group is not None and not self._owns(qname):
+            other = self.group.for_name(qname)
+            return other.denial(zone, qname, qtype, kind) if other is not None else []
+        ttl = self.negative_ttl
+        if kind is Kind.NXDOMAIN:
+            return [denial.nxname(qname, ttl)]
+        if kind is Kind.DELEGATION:
+            cut = self.cut_above(qname)
+            if cut is None:
+                return []
+            ds = self.zone.nodes.get(cut, {}).get(DS)
+            return [ds] if ds is not None else [denial.nodata(cut, {NS}, ttl)]
+        if kind is Kind.NODATA:
+            return [self._nodata_record(qname, qtype)]
+        if self.wildcard_source(qname) is not None:
+            encloser = self.closest_encloser(qname)
+            return [denial.covering(qname.split(len(encloser) + 1)[1], ttl)]
+        return []
+
+    def _nodata_record(self, name: dns.name.Name, qtype: int) -> dns.rrset.RRset:
         wildcard = self.wildcard_source(name)
         types = self.types_at(wildcard if wildcard is not None else name)
         types.discard(qtype)
         if qtype != DS:
             types.discard(dns.rdatatype.CNAME)  # a CNAME would have been followed
-        # Names under a wildcard are as many as the queries: do not let them fill the cache.
-        return self.signed(denial.nodata(name, types, self.negative_ttl), wildcard is None)
-
-    def nxname(self, name: dns.name.Name) -> list[dns.rrset.RRset]:
-        """RFC 9824: a name that does not exist, as NODATA with the NXNAME type."""
-        return self.signed(denial.nxname(name, self.negative_ttl), cache=False)
-
-    def wildcard_proof(self, name: dns.name.Name) -> list[dns.rrset.RRset]:
-        """For an answer synthesised from a wildcard: the next closer name does not exist."""
-        encloser = self.closest_encloser(name)
-        next_closer = name.split(len(encloser) + 1)[1]
-        return self.signed(denial.covering(next_closer, self.negative_ttl), cache=False)
-
-    def referral(self, cut: dns.name.Name) -> list[dns.rrset.RRset]:
-        """A delegation's DS (signed), or the NSEC at the cut proving there is none."""
-        ds = self.zone.nodes.get(cut, {}).get(DS)
-        if ds is not None:
-            return self.signed(ds)
-        types = self.types_at(cut) & {NS}
-        return self.signed(denial.nodata(cut, types | {NS}, self.negative_ttl))
+        return denial.nodata(name, types, self.negative_ttl)
 
 
-class Signers:
-    """The signers of every signed zone, by origin; shared cache and counters."""
+class Signers(Mapping[dns.name.Name, ZoneSigner]):
+    """The signers of every signed zone, by origin (what the responder takes as `signers`);
+    shared cache, clock and counters."""
 
     def __init__(
         self,
@@ -292,6 +332,17 @@ class Signers:
         self.by_zone = dict(signers)
         self.cache = cache
         self.clock = clock
+        for signer in self.by_zone.values():
+            signer.group = self
+
+    def __getitem__(self, origin: dns.name.Name) -> ZoneSigner:
+        return self.by_zone[origin]
+
+    def __iter__(self) -> Iterator[dns.name.Name]:
+        return iter(self.by_zone)
+
+    def __len__(self) -> int:
+        return len(self.by_zone)
 
     def for_name(self, name: dns.name.Name) -> ZoneSigner | None:
         """The signer of the most specific signed zone holding `name`."""
@@ -308,9 +359,6 @@ class Signers:
     def valid_until(self) -> float:
         """When answers signed so far must stop being served (the earliest refresh)."""
         return min((s.window().refresh_at for s in self.by_zone.values()), default=math.inf)
-
-    def __bool__(self) -> bool:
-        return bool(self.by_zone)
 
 
 def key_records(

@@ -7,9 +7,10 @@ from typing import Any
 from .signer import Signers
 
 
-def describe_signing(signers: Signers | None, now: float) -> dict[str, Any]:
-    """/status `dnssec`: each signed zone's keys (tag, algorithm, role, state) and the cache."""
-    if signers is None:
+def describe_signing(signers: object, now: float) -> dict[str, Any]:
+    """/status `dnssec`: each signed zone's keys (tag, algorithm, role, state) and the cache.
+    `signers` is the responder's (an empty mapping when nothing is signed)."""
+    if not isinstance(signers, Signers) or not signers:
         return {"enabled": False, "zones": {}}
     zones = {}
     for origin, signer in sorted(signers.by_zone.items()):
@@ -36,8 +37,8 @@ def describe_signing(signers: Signers | None, now: float) -> dict[str, Any]:
     }
 
 
-def signature_cache_counts(signers: Signers | None) -> dict[str, int]:
-    if signers is None:
+def signature_cache_counts(signers: object) -> dict[str, int]:
+    if not isinstance(signers, Signers) or not signers:
         return {}
     cache = signers.cache
     return {

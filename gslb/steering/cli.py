@@ -68,6 +68,13 @@ def _zone_origins(zones_dir: str) -> list[str]:
     return origins
 
 
+def _delegated_services(zones_dir: str, services: Any) -> list[Reason]:
+    from ..zone import ZoneSet, load_zones
+    from ..zone.checks import services_under_delegations
+
+    return services_under_delegations(ZoneSet(load_zones(zones_dir), list(services)), services)
+
+
 # Sections validated by their owners: (module, function returning (settings, [Reason])).
 SECTION_PARSERS = {
     "dns": ("gslb.dns.settings", "parse_dns"),
@@ -111,6 +118,8 @@ def run_check(args: argparse.Namespace, out: TextIO | None = None) -> int:
         reasons.extend(exc.reasons)
     if config is not None:
         reasons.extend(_section_reasons(config.extra))
+    if config is not None and args.zones and origins is not None:
+        reasons.extend(_delegated_services(args.zones, config.services))
     if config is not None and config.geoip_path:
         try:
             Locator(config.geoip_path, 1).close()

@@ -100,6 +100,7 @@ def load_zones(directory: str | Path) -> dict[str, dns.zone.Zone]:
         except ZoneError as exc:
             reasons.extend(exc.reasons)
             continue
+        assert zone.origin is not None
         zones[zone.origin.to_text().lower()] = zone
     if reasons:
         raise ZoneError(reasons)

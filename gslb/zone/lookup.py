@@ -48,6 +48,8 @@ class LookupResult:
     # Glue in a referral is required; address records added for NS/MX/SRV targets are not and
     # may be left out when the response would not fit.
     additional_required: bool = False
+    # The answer was synthesised from a wildcard (RFC 4592).
+    wildcard: bool = False
 
     @property
     def authoritative(self) -> bool:
@@ -58,31 +60,37 @@ class _Zone:
     """One zone, indexed for lookup: owner name -> {type: RRset}."""
 
     def __init__(self, zone: dns.zone.Zone) -> None:
+        assert zone.origin is not None  # zones are loaded with an origin
         self.origin: dns.name.Name = zone.origin
         self.nodes: dict[dns.name.Name, dict[int, dns.rrset.RRset]] = {}
         for name, node in zone.nodes.items():
             rrsets: dict[int, dns.rrset.RRset] = {}
             for rdataset in node.rdatasets:
                 rrset = dns.rrset.RRset(name, rdataset.rdclass, rdataset.rdtype)
-                rrset.update(rdataset)
+                rrset.update(rdataset)  # type: ignore[no-untyped-call]
                 rrsets[rdataset.rdtype] = rrset
             if rrsets:
                 self.nodes[name] = rrsets
         # Every ancestor of an existing name exists too (empty non-terminals give NODATA).
-        self.existing: set[dns.name.Name] = set()
+        self.existing: set[dns.name.Name] = {self.origin}
         for name in self.nodes:
-            while name != self.origin and name.is_subdomain(self.origin):
-                self.existing.add(name)
-                name = name.parent()
-        self.existing.add(self.origin)
+            self.add_existing(name)
         self.delegations = {
             name for name, rrsets in self.nodes.items() if NS in rrsets and name != self.origin
         }
         soa = self.nodes[self.origin][SOA]
         # RFC 2308 section 3: negative answers carry the SOA with TTL min(SOA TTL, MINIMUM).
         self.negative_soa = dns.rrset.RRset(self.origin, soa.rdclass, SOA)
-        self.negative_soa.update(soa)
+        self.negative_soa.update(soa)  # type: ignore[no-untyped-call]
         self.negative_soa.ttl = min(soa.ttl, soa[0].minimum)
+
+    def add_existing(self, name: dns.name.Name) -> None:
+        """Mark a name and its ancestors up to the apex as existing."""
+        while name != self.origin and name.is_subdomain(self.origin):
+            if name in self.existing:
+                return  # its ancestors are in already
+            self.existing.add(name)
+            name = name.parent()
 
     def rrset(self, name: dns.name.Name, rdtype: int) -> dns.rrset.RRset | None:
         node = self.nodes.get(name)
@@ -93,8 +101,18 @@ class ZoneSet:
     """All served zones plus the set of GSLB service names inside them."""
 
     def __init__(self, zones: Mapping[str, dns.zone.Zone], services: Collection[str] = ()) -> None:
-        self.zones: dict[dns.name.Name, _Zone] = {z.origin: _Zone(z) for z in zones.values()}
+        self.zones: dict[dns.name.Name, _Zone] = {}
+        for zone_data in zones.values():
+            indexed = _Zone(zone_data)
+            self.zones[indexed.origin] = indexed
         self.services = {dns.name.from_text(s).canonicalize(): s.lower() for s in services}
+        # A service name exists like any owner name, and so do its ancestors up to the apex:
+        # they are empty non-terminals (NODATA, RFC 8020) and closest enclosers for wildcard
+        # synthesis (RFC 4592), exactly as if the service had records in the zone.
+        for name in self.services:
+            zone = self.find_zone(name)
+            if zone is not None:
+                zone.add_existing(name)
 
     @property
     def origins(self) -> list[str]:
@@ -110,6 +128,13 @@ class ZoneSet:
             if candidate == dns.name.root:
                 return None
             candidate = candidate.parent()
+
+    def delegation_for(self, qname: dns.name.Name) -> dns.name.Name | None:
+        """The delegation point at or above qname inside its zone (None: we are authoritative)."""
+        zone = self.find_zone(qname)
+        if zone is None:
+            return None
+        return self._delegation_above(zone, qname, 0)
 
     def lookup(self, qname: dns.name.Name, qtype: int) -> LookupResult:
         zone = self.find_zone(qname)
@@ -151,6 +176,7 @@ class ZoneSet:
                     result.authority.append(zone.negative_soa)
                 return
             node = zone.nodes[wildcard]
+            result.wildcard = True
         # Records synthesised from a wildcard carry the query name as owner (RFC 4592).
         cname = node.get(CNAME)
         if cname is not None and qtype not in (CNAME, ANY):
@@ -158,6 +184,8 @@ class ZoneSet:
             target = cname[0].target
             if depth >= MAX_CNAME_CHAIN:
                 return
+            if any(rrset.name == target for rrset in result.answer):
+                return  # a CNAME loop: each RR once (RFC 2181 section 5), the resolver gives up
             target_zone = self.find_zone(target)
             if target_zone is None:
                 return  # the resolver follows names outside our zones itself
@@ -168,13 +196,13 @@ class ZoneSet:
             rrset = node[min(node)]
             result.answer.append(_with_owner(rrset, owner))
             return
-        rrset = node.get(qtype)
-        if rrset is None:
+        found = node.get(qtype)
+        if found is None:
             self._nodata(zone, result)
             return
-        result.answer.append(_with_owner(rrset, owner))
+        result.answer.append(_with_owner(found, owner))
         result.kind = Kind.ANSWER
-        self._add_target_addresses(rrset, result)
+        self._add_target_addresses(found, result)
 
     def _delegation_above(
         self, zone: _Zone, qname: dns.name.Name, qtype: int
@@ -242,5 +270,5 @@ def _with_owner(rrset: dns.rrset.RRset, owner: dns.name.Name) -> dns.rrset.RRset
     if rrset.name == owner:
         return rrset
     copy = dns.rrset.RRset(owner, rrset.rdclass, rrset.rdtype)
-    copy.update(rrset)
+    copy.update(rrset)  # type: ignore[no-untyped-call]
     return copy
