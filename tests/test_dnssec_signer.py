@@ -31,6 +31,7 @@ $TTL 300
 ns1        IN A   192.0.2.53
 static     IN A   192.0.2.10
 docs       IN CNAME static
+dangling   IN CNAME nothere
 *.apps     IN A   192.0.2.80
 a.b.c      IN A   192.0.2.5
 lab        IN NS  ns.lab
@@ -182,6 +183,20 @@ def test_negative_answers_carry_compact_denial() -> None:
     _, service = lookup_signed(zoneset, signers, "www", "TXT")
     nsec = next(r for r in service.authority if r.rdtype == dns.rdatatype.NSEC)
     assert "A AAAA" in nsec[0].to_text()
+
+
+def test_cname_to_a_missing_name_denies_the_target() -> None:
+    clock = FakeClock(START)
+    zoneset, signers, _ = build(clock)
+    _, signed = lookup_signed(zoneset, signers, "dangling", "A")
+    assert signed.rcode() == 0
+    assert [r.rdtype for r in signed.answer] == [dns.rdatatype.CNAME, dns.rdatatype.RRSIG]
+    nsec = next(r for r in signed.authority if r.rdtype == dns.rdatatype.NSEC)
+    assert nsec.name == n("nothere")
+    assert nsec[0].to_text().endswith("NXNAME")
+    zone_keys = {ORIGIN: dnskeys(zoneset)}
+    rrsig = next(r for r in signed.authority if r.rdtype == dns.rdatatype.RRSIG and r.covers == 47)
+    dns.dnssec.validate(nsec, rrsig, zone_keys, now=clock.time())
 
 
 def test_wildcard_answer_signed_as_the_wildcard_with_proof() -> None:
