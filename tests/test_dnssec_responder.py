@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import dns.dnssec
 import dns.flags
@@ -86,7 +87,7 @@ def test_signed_answer_too_big_for_udp_is_truncated_whole() -> None:
 def test_cached_answers_never_outlive_their_signatures() -> None:
     clock = FakeClock(START)
     r = responder(clock)
-    keys = {ORIGIN: ask(r, "example.test", "DNSKEY").answer[0]}
+    keys: dict[dns.name.Name, Any] = {ORIGIN: ask(r, "example.test", "DNSKEY").answer[0]}
     seen = set()
     for _ in range(60):  # 60 steps of 3.1 hours: several signing windows
         message = ask(r, "static.example.test")
