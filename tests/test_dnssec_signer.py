@@ -36,6 +36,9 @@ dangling   IN CNAME nothere
 a.b.c      IN A   192.0.2.5
 lab        IN NS  ns.lab
 ns.lab     IN A   203.0.113.53
+secure     IN NS  ns.secure
+secure     IN DS  12345 13 2 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+ns.secure  IN A   203.0.113.54
 """
 ORIGIN = dns.name.from_text("example.test.")
 START = 1_800_000_000.0
@@ -183,6 +186,21 @@ def test_negative_answers_carry_compact_denial() -> None:
     _, service = lookup_signed(zoneset, signers, "www", "TXT")
     nsec = next(r for r in service.authority if r.rdtype == dns.rdatatype.NSEC)
     assert "A AAAA" in nsec[0].to_text()
+
+
+def test_referral_to_a_signed_child_carries_its_signed_ds() -> None:
+    clock = FakeClock(START)
+    zoneset, signers, _ = build(clock)
+    _, referral = lookup_signed(zoneset, signers, "www.secure", "A")
+    kinds = [(r.name, r.rdtype, r.covers) for r in referral.authority]
+    assert kinds == [
+        (n("secure"), dns.rdatatype.NS, 0),
+        (n("secure"), dns.rdatatype.DS, 0),
+        (n("secure"), dns.rdatatype.RRSIG, dns.rdatatype.DS),
+    ]
+    assert [r.rdtype for r in referral.additional] == [dns.rdatatype.A]  # glue, unsigned
+    ds, rrsig = referral.authority[1:]
+    validate(zoneset, ds, rrsig, clock.time())
 
 
 def test_cname_to_a_missing_name_denies_the_target() -> None:
