@@ -142,3 +142,43 @@ def test_reload_publishes_a_prepublished_key_and_rolls(tmp_path: Path) -> None:
         assert tags() == (sorted([old.tag, new.tag]), [new.tag])
     finally:
         server.stop()
+
+
+def test_top_level_dnssec_section_signs_with_keys_beside_the_config(tmp_path: Path) -> None:
+    from gslb.dns.node import load_generation
+    from gslb.errors import ConfigError
+    from gslb.health.snapshot import HealthHolder
+
+    from .dnshelpers import two_datacenter_config
+
+    write_key(generate_key(ORIGIN), tmp_path / "keys")
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    (zones / "example.test.zone").write_text(ZONE_TEXT)
+    geoip = Path(__file__).resolve().parent.parent / "geodata" / "gslb-test-city.mmdb"
+    config = tmp_path / "gslb.yaml"
+    config.write_text(two_datacenter_config(geoip) + "dnssec:\n  key_dir: keys\n")
+    options = NodeOptions(
+        zones_dir=str(zones), config_path=str(config), listen=["127.0.0.1:0"], health_monitor=False
+    )
+    server = ServerThread(options).start()
+    try:
+        q = dns.message.make_query("static.example.test", "A", want_dnssec=True)
+        response = dns.query.udp(q, "127.0.0.1", port=server.port, timeout=3)
+        assert [r.rdtype for r in response.answer] == [1, 46]
+        q = dns.message.make_query("www.example.test", "A", want_dnssec=True)
+        response = dns.query.udp(q, "127.0.0.1", port=server.port, timeout=3)
+        assert [r.rdtype for r in response.answer] == [1, 46]  # the GSLB answer is signed
+    finally:
+        server.stop()
+    config.write_text(
+        two_datacenter_config(geoip)
+        + "dnssec:\n  key_dir: keys\ndns:\n  dnssec:\n    key_dir: keys\n"
+    )
+    try:
+        load_generation(options, HealthHolder())
+    except ConfigError as exc:
+        assert "set either `dnssec:` or `dns.dnssec:`, not both" in str(exc)
+        assert f"{config}:" in str(exc)
+    else:
+        raise AssertionError("both dnssec sections were accepted")

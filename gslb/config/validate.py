@@ -28,7 +28,7 @@ from .model import Check, Config, Datacenter, HealthSettings, ProbeAgent
 from .yaml_loader import MarkedDict, load_yaml_file, load_yaml_text, mark_of
 
 # Top-level sections owned by other parts of gslb: accepted and passed through in Config.extra.
-PASS_THROUGH = ("dns", "rrl", "cookies", "acl", "admin", "proxy")
+PASS_THROUGH = ("dns", "rrl", "cookies", "acl", "admin", "proxy", "dnssec")
 TOP_KEYS = ("geoip", "geoip_cache_size", "datacenters", "services", "health", *PASS_THROUGH)
 DC_KEYS = ("region", "latitude", "longitude", "ipv4", "ipv6", "bias", "check")
 CHECK_KEYS = (

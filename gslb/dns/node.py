@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..admin.settings import AdminSettings, parse_admin
+from ..dnssec.settings import dnssec_section
 from ..errors import ConfigError
 from ..health.snapshot import HealthHolder
 from ..zone import ZoneSet, load_zones
@@ -94,6 +95,9 @@ def load_generation(
         steering = SteeringEngine(config, locator, health)
     settings, reasons = parse_dns(raw_dns)
     extra = config.extra if config is not None else {}
+    dnssec, dnssec_reasons = dnssec_section(settings.dnssec, extra.get("dnssec"))
+    reasons += dnssec_reasons
+    settings = replace(settings, dnssec=dnssec)
     admin, admin_reasons = parse_admin(extra.get("admin"))
     reasons += admin_reasons
     protection, protection_reasons = build_protection(extra, options)

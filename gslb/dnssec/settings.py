@@ -73,3 +73,20 @@ def parse_dnssec(raw: Any, section: str = "dns.dnssec") -> tuple[DnssecSettings,
         where = mark_of(raw, "refresh") if "refresh" in raw else mark_of(raw)
         reasons.append(Reason(where, f"{section}.refresh", "must be less than validity"))
     return settings, reasons
+
+
+def dnssec_section(
+    under_dns: DnssecSettings, top_level: Any
+) -> tuple[DnssecSettings, list[Reason]]:
+    """The settings from a top-level `dnssec:` section, if there is one, else `dns.dnssec`.
+
+    Both spellings are accepted (the issue and the `dns:` section each suggest one); setting
+    both is an error rather than a silent merge."""
+    if top_level is None:
+        return under_dns, []
+    settings, reasons = parse_dnssec(top_level, section="dnssec")
+    if under_dns != DnssecSettings():
+        reasons.append(
+            Reason(mark_of(top_level), "dnssec", "set either `dnssec:` or `dns.dnssec:`, not both")
+        )
+    return settings, reasons
