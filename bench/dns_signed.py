@@ -233,6 +233,7 @@ def main() -> None:
     parser.add_argument("--networks", type=int, default=20000)
     parser.add_argument("--random-names", type=int, default=1_000_000, help="0 skips the phase")
     parser.add_argument("--no-pdns", action="store_true", help="skip PowerDNS")
+    parser.add_argument("--memory-only", action="store_true", help="only the random-name phase")
     args = parser.parse_args()
     require_tools("dnsperf", "pdns_server", "pdnsutil", "taskset")
     work = workdir()
@@ -246,6 +247,9 @@ def main() -> None:
         f" signed mix: the same with DO=1; work dir {work}"
     )
     print(f"gslb source: {gslb_bench.source_version()}")
+    if args.memory_only:
+        memory_phase(work, config, args.random_names)
+        return
     print(f"{args.runs} runs of {args.seconds:g} s each (+2 s warm-up); medians\n")
     gslb = gslb_bench.gslb_server(work, config, free_port())
     signed = gslb_signed_server(work, config, free_port())
