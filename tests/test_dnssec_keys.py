@@ -132,3 +132,21 @@ def test_cli_keygen_ds_list_add_retire(tmp_path: Path, capsys: pytest.CaptureFix
     assert f"{csk.tag:>5}   13  csk   retired" in listing
     assert "published" in listing
     assert main(["dnssec", "retire", "example.test", "1", "--dir", keys]) == 2
+
+
+def test_check_validates_the_dnssec_section(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = Path(__file__).resolve().parent.parent
+    config = tmp_path / "gslb.yaml"
+    config.write_text(
+        f"geoip: {root / 'geodata' / 'gslb-test-city.mmdb'}\n"
+        "datacenters:\n"
+        "  eu-west: {region: eu-west, latitude: 53.35, longitude: -6.26, ipv4: [192.0.2.21]}\n"
+        "services:\n"
+        "  www.example.test:\n"
+        "    {policy: geoproximity, datacenters: [eu-west], on_all_down: fail_open}\n"
+        "dnssec:\n  key_dir: keys\n  validity: 100\n"
+    )
+    assert main(["check", "--config", str(config), "--zones", str(root / "zones")]) == 1
+    assert f"{config}:9:3: dnssec.validity: must be between 3600" in capsys.readouterr().out

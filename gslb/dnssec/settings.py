@@ -75,6 +75,11 @@ def parse_dnssec(raw: Any, section: str = "dns.dnssec") -> tuple[DnssecSettings,
     return settings, reasons
 
 
+def parse_top_level(raw: Any) -> tuple[DnssecSettings, list[Reason]]:
+    """The top-level `dnssec:` section (what `gslb check` validates)."""
+    return parse_dnssec(raw, section="dnssec")
+
+
 def dnssec_section(
     under_dns: DnssecSettings, top_level: Any
 ) -> tuple[DnssecSettings, list[Reason]]:

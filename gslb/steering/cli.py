@@ -81,6 +81,7 @@ SECTION_PARSERS = {
     "rrl": ("gslb.dns.rrl", "parse_rrl"),
     "cookies": ("gslb.dns.cookies", "parse_cookies"),
     "acl": ("gslb.dns.acl", "parse_acl"),
+    "dnssec": ("gslb.dnssec.settings", "parse_top_level"),
 }
 
 
