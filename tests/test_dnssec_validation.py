@@ -245,6 +245,9 @@ def test_answers_after_a_datacenter_fails_validate(
         ("apps.example.test", "A", False),  # empty non-terminal
         ("docs.example.test", "A", True),  # CNAME to static data
         ("app.example.test", "A", True),  # CNAME to a GSLB service
+        ("static.example.test", "NSEC", False),  # the proof must not list the type asked for
+        ("nope.example.test", "NSEC", False),
+        ("static.example.test", "RRSIG", False),
     ],
 )
 def test_negative_wildcard_and_cname_answers_validate(

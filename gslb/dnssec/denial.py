@@ -57,9 +57,15 @@ def predecessor(name: dns.name.Name) -> dns.name.Name:
 
 
 def nsec(
-    owner: dns.name.Name, next_name: dns.name.Name, types: Iterable[int], ttl: int
+    owner: dns.name.Name,
+    next_name: dns.name.Name,
+    types: Iterable[int],
+    ttl: int,
+    without: int = 0,
 ) -> dns.rrset.RRset:
-    bitmap = sorted(set(types) | {RRSIG, NSEC})
+    """An NSEC with RRSIG and NSEC in its bitmap, except `without`: a query for type NSEC or
+    RRSIG itself is answered NODATA, and its proof must not list the type asked for."""
+    bitmap = sorted((set(types) | {RRSIG, NSEC}) - {without})
     rdata = dns.rdtypes.ANY.NSEC.NSEC(  # type: ignore[no-untyped-call]
         dns.rdataclass.IN,
         NSEC,
@@ -71,14 +77,15 @@ def nsec(
     return rrset
 
 
-def nodata(name: dns.name.Name, types: Iterable[int], ttl: int) -> dns.rrset.RRset:
-    """NODATA at an existing name (or an empty non-terminal: no types)."""
-    return nsec(name, successor(name), types, ttl)
+def nodata(name: dns.name.Name, types: Iterable[int], ttl: int, qtype: int = 0) -> dns.rrset.RRset:
+    """NODATA for `qtype` at an existing name (or an empty non-terminal: no types)."""
+    return nsec(name, successor(name), types, ttl, without=qtype if qtype in (NSEC, RRSIG) else 0)
 
 
-def nxname(name: dns.name.Name, ttl: int) -> dns.rrset.RRset:
+def nxname(name: dns.name.Name, ttl: int, qtype: int = 0) -> dns.rrset.RRset:
     """A name that does not exist, answered as NODATA with the NXNAME type (RFC 9824 3.1)."""
-    return nsec(name, successor(name), (NXNAME,), ttl)
+    without = qtype if qtype in (NSEC, RRSIG) else 0
+    return nsec(name, successor(name), (NXNAME,), ttl, without)
 
 
 def after_subtree(name: dns.name.Name) -> dns.name.Name:

@@ -296,7 +296,7 @@ class ZoneSigner:
             return other.denial(zone, qname, qtype, kind) if other is not None else []
         ttl = self.negative_ttl
         if kind is Kind.NXDOMAIN:
-            return [denial.nxname(qname, ttl)]
+            return [denial.nxname(qname, ttl, qtype)]
         if kind is Kind.DELEGATION:
             cut = self.cut_above(qname)
             if cut is None:
@@ -316,7 +316,7 @@ class ZoneSigner:
         types.discard(qtype)
         if qtype != DS:
             types.discard(dns.rdatatype.CNAME)  # a CNAME would have been followed
-        return denial.nodata(name, types, self.negative_ttl)
+        return denial.nodata(name, types, self.negative_ttl, qtype)
 
 
 class Signers(Mapping[dns.name.Name, ZoneSigner]):
