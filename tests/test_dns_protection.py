@@ -149,7 +149,10 @@ def test_cookies_fresh_valid_invalid_and_rrl_exemption(limited: ServerThread) ->
 
 def test_malformed_cookie_is_formerr(limited: ServerThread) -> None:
     query = dns.message.make_query(
-        "www.example.test", "A", use_edns=0, options=[dns.edns.GenericOption(10, b"12345")]
+        "www.example.test",
+        "A",
+        use_edns=0,
+        options=[dns.edns.GenericOption(dns.edns.OptionType.COOKIE, b"12345")],
     )
     reply = dns.query.udp(query, "127.0.0.1", port=limited.port, timeout=2, ignore_trailing=True)
     assert reply.rcode() == dns.rcode.FORMERR

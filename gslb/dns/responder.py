@@ -42,6 +42,7 @@ CLASS_IN = core.CLASS_IN
 CLASS_CH = core.CLASS_CH
 TYPE_AXFR = wire.TYPE_AXFR
 TYPE_IXFR = wire.TYPE_IXFR
+EXTENSION_TYPES = (TYPE_AXFR, TYPE_IXFR)  # with opcode != QUERY or TSIG: extension.wants_extension
 
 # What a slow-path answer counts as for rate limiting: (response, class, key, cookie-valid).
 Result = tuple[bytes | None, ResponseClass, bytes, bool]
@@ -80,6 +81,10 @@ class Responder:
             self.settings.answer_cache_size,
             health,
         )
+        # Bound once for the hit path (the caches only ever clear these dicts, never replace them).
+        self._packets = self.caches.packets
+        self._gslb_packets = self.caches.gslb_packets
+        self._guarded = self.guards.guarded
         self.extension: Extension = extension or DefaultExtension()
         self.signers: Mapping[dns.name.Name, Signer] = signers or {}
         # DNSSEC (issue 14): cached signed answers must not outlive their signing window.
@@ -142,12 +147,11 @@ class Responder:
             _log_query(data, client, responses[0] if responses else None, transport, elapsed)
 
     def _udp(self, data: bytes, client: str, listener: str) -> bytes | None:
-        if self.guards.guarded:
+        if self._guarded:
             return self._udp_guarded(data, client, listener)
-        caches = self.caches
-        packet = caches.packets.get(data[2:])
-        if packet is None and caches.gslb_packets:
-            packet = caches.gslb_packet(data[2:])
+        packet = self._packets.get(data[2:])
+        if packet is None and self._gslb_packets:
+            packet = self.caches.gslb_packet(data[2:])
         if packet is not None:
             packet.hits += 1
             return data[:2] + packet.response
@@ -161,10 +165,9 @@ class Responder:
             action = guards.acl.check(packed, listener)
             if action is not Action.ALLOW:
                 return self._denied(data, action)
-        caches = self.caches
-        packet = caches.packets.get(data[2:])
-        if packet is None and caches.gslb_packets:
-            packet = caches.gslb_packet(data[2:])
+        packet = self._packets.get(data[2:])
+        if packet is None and self._gslb_packets:
+            packet = self.caches.gslb_packet(data[2:])
         if packet is not None:
             packet.hits += 1
             response: bytes | None = data[:2] + packet.response
@@ -192,7 +195,7 @@ class Responder:
         if query is None:
             return []
         if type(query) is wire.Query and wants_extension(query):
-            return self.extension.handle(data, client, True, self._core) or []
+            return self._extend(query, data, client, True)
         response = self._guarded_core(query, data, client, True)[0]
         return [response] if response is not None else []
 
@@ -235,13 +238,28 @@ class Responder:
             return None
 
     def _answer(self, data: bytes, client: str, tcp: bool) -> Result:
-        query = self._parse(data)
-        if query is None:
+        """The UDP miss path: parse, hand to the extension or answer (inlined: it is hot)."""
+        try:
+            query = wire.parse_query(data)
+        except wire.Drop:
+            self.counters.dropped += 1
             return _NOTHING
-        if type(query) is wire.Query and wants_extension(query):
-            responses = self.extension.handle(data, client, tcp, self._core)
+        if type(query) is not wire.Query:
+            return self._guarded_core(query, data, client, tcp)
+        if query.flags & 0x7800 or query.tsig or query.qtype in EXTENSION_TYPES:
+            responses = self._extend(query, data, client, tcp)
             return (responses[0] if responses else None, ResponseClass.ERROR, b"", False)
-        return self._guarded_core(query, data, client, tcp)
+        try:
+            return self._respond(query, data, client, tcp)
+        except Exception:  # a bug must cost one answer, never the server
+            return self._internal_error(query)
+
+    def _extend(self, query: wire.Query, data: bytes, client: str, tcp: bool) -> list[bytes]:
+        try:
+            return self.extension.handle(data, client, tcp, self._core) or []
+        except Exception:  # an extension's bug costs one answer too, never the server
+            response = self._internal_error(query)[0]
+            return [response] if response is not None else []
 
     def _core(self, data: bytes, client: str, tcp: bool) -> bytes | None:
         """The ordinary answer path, for extensions (which have dispatched already)."""
@@ -258,9 +276,12 @@ class Responder:
                 return self._malformed(query, client, tcp)
             return self._respond(query, data, client, tcp)  # type: ignore[arg-type]
         except Exception:  # a bug must cost one answer, never the server
-            self.counters.errors += 1
-            log.exception("internal error answering a query; sent SERVFAIL")
-            return (self._error(query, wire.SERVFAIL, None), ResponseClass.ERROR, b"", False)
+            return self._internal_error(query)
+
+    def _internal_error(self, query: wire.Query | wire.Malformed) -> Result:
+        self.counters.errors += 1
+        log.exception("internal error answering a query; sent SERVFAIL")
+        return (self._error(query, wire.SERVFAIL, None), ResponseClass.ERROR, b"", False)
 
     def _malformed(self, query: wire.Malformed, client: str, tcp: bool) -> Result:
         cookie_option = None
