@@ -23,7 +23,9 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
+from gslb.admin.metrics import DnsCollector
 from gslb.dns.node import NodeOptions
 from gslb.dns.status import NodeStatus
 from gslb.dnssec.keys import ds_records, generate_key, write_key
@@ -346,8 +348,13 @@ def test_status_and_metrics_show_keys_and_signature_cache(
     assert dnssec["enabled"] is True
     (key,) = dnssec["zones"]["example.test."]["keys"]
     assert key["state"] == "active" and key["role"] == "csk" and key["algorithm"] == 13
-    counters = server.call(lambda: status.dns_counters().dnssec)
-    assert counters["misses"] >= 1 and counters["entries"] >= 1
+    counters = server.call(lambda: status.dns_counters())
+    assert counters.dnssec["misses"] >= 1 and counters.dnssec["entries"] >= 1
+    registry = CollectorRegistry()
+    registry.register(DnsCollector(lambda: counters))
+    text = generate_latest(registry).decode()
+    assert 'gslb_dnssec_signature_cache_total{result="hits",worker="0"}' in text
+    assert "gslb_dnssec_signature_cache_entries" in text
 
 
 def test_zonemaster_dnssec_module_passes(keys: Path, tmp_path: Path) -> None:
