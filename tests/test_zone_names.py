@@ -68,3 +68,24 @@ def test_no_wildcard_synthesis_at_or_below_service_names(name: dns.name.Name) ->
         service_name = dns.name.from_text(service)
         if name.is_subdomain(service_name) or service_name.is_subdomain(name):
             assert not result.wildcard, (name, service)
+
+
+def test_services_at_or_below_a_delegation_point_are_reported() -> None:
+    from gslb.errors import Mark
+    from gslb.zone.checks import services_under_delegations
+
+    class Service:
+        def __init__(self, line: int) -> None:
+            self.mark = Mark("gslb.yaml", line)
+
+    zone = dns.zone.from_text(ZONE + "child IN NS ns.elsewhere.example.net.\n", relativize=False)
+    names = ["child.example.test.", "www.child.example.test.", "www.eu.example.test."]
+    zones = ZoneSet({"example.test.": zone}, names)
+    services = {name: Service(line) for line, name in enumerate(names, start=10)}
+    reasons = services_under_delegations(zones, services)
+    assert [(str(r.mark), r.key) for r in reasons] == [
+        ("gslb.yaml:10", "child.example.test."),
+        ("gslb.yaml:11", "www.child.example.test."),
+    ]
+    assert "is at the delegation point child.example.test." in reasons[0].message
+    assert "is below the delegation point child.example.test." in reasons[1].message

@@ -29,7 +29,10 @@ from .rrl import ResponseClass
 
 
 class Signer(Protocol):
-    """Online DNSSEC signing for one zone (provided by gslb.dns DNSSEC support)."""
+    """Online DNSSEC signing for one zone (gslb.dnssec.signer.ZoneSigner). `denial` gets the
+    name the answer ends at (a negative answer's last CNAME target). A signer whose attribute
+    `compact_denial` is true proves NXDOMAIN as NODATA (RFC 9824): the rcode becomes NOERROR.
+    rrsigs() returns None for what is not signed (the child's NS and glue of a referral)."""
 
     def rrsigs(self, rrset: dns.rrset.RRset) -> dns.rrset.RRset | None: ...
 
@@ -92,8 +95,8 @@ def render(answer: Answer, dnssec_ok: bool = False, signer: Signer | None = None
     """One dnspython render of an Answer (compressed, in steering order)."""
     sign = signer is not None and dnssec_ok
     rcode = answer.rcode
-    if sign and rcode == wire.NXDOMAIN:
-        rcode = wire.NOERROR  # compact denial (RFC 9824): NODATA with an NXNAME NSEC
+    if sign and rcode == wire.NXDOMAIN and getattr(signer, "compact_denial", False):
+        rcode = wire.NOERROR  # RFC 9824: the signer proves NXDOMAIN as NODATA with NXNAME
     message = dns.message.Message(id=0)
     message.flags = dns.flags.QR | (dns.flags.AA if answer.authoritative else 0)
     message.set_rcode(dns.rcode.Rcode.make(rcode))

@@ -84,6 +84,7 @@ class Responder:
         # Bound once for the hit path (the caches only ever clear these dicts, never replace them).
         self._packets = self.caches.packets
         self._gslb_packets = self.caches.gslb_packets
+        self._gslb_packet = self.caches.gslb_packet
         self._guarded = self.guards.guarded
         self.extension: Extension = extension or DefaultExtension()
         self.signers: Mapping[dns.name.Name, Signer] = signers or {}
@@ -151,7 +152,7 @@ class Responder:
             return self._udp_guarded(data, client, listener)
         packet = self._packets.get(data[2:])
         if packet is None and self._gslb_packets:
-            packet = self.caches.gslb_packet(data[2:])
+            packet = self._gslb_packet(data[2:])
         if packet is not None:
             packet.hits += 1
             return data[:2] + packet.response
@@ -167,7 +168,7 @@ class Responder:
                 return self._denied(data, action)
         packet = self._packets.get(data[2:])
         if packet is None and self._gslb_packets:
-            packet = self.caches.gslb_packet(data[2:])
+            packet = self._gslb_packet(data[2:])
         if packet is not None:
             packet.hits += 1
             response: bytes | None = data[:2] + packet.response

@@ -134,8 +134,8 @@ class TcpProtocol(asyncio.Protocol):
             message = bytes(buffer[2 : 2 + length])
             del buffer[: 2 + length]
             answered = True
-            # None of them (dropped) need not close the connection (RFC 7766 6.2.4); a zone
-            # transfer answers with several.
+            # A zone transfer answers with several messages; a dropped query with none, which
+            # need not close the connection (RFC 7766 6.2.4).
             responses = self.holder.current.handle_tcp(message, self.client, self.listener)
             for response in responses:
                 self.transport.write(len(response).to_bytes(2, "big") + response)  # type: ignore[union-attr]

@@ -67,6 +67,10 @@ class Window:
 class ZoneSigner:
     """Signs the RRsets of one zone with the keys active for this generation."""
 
+    # Tells the renderer that a nonexistent name is proven as NODATA (RFC 9824), so the
+    # response to a DO=1 query says NOERROR.
+    compact_denial = True
+
     def __init__(
         self,
         zone: ZoneData,
