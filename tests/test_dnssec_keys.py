@@ -150,3 +150,19 @@ def test_check_validates_the_dnssec_section(
     )
     assert main(["check", "--config", str(config), "--zones", str(root / "zones")]) == 1
     assert f"{config}:9:3: dnssec.validity: must be between 3600" in capsys.readouterr().out
+
+
+def test_missing_key_directory_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="key directory does not exist"):
+        load_key_dir(tmp_path / "nope")
+
+
+def test_dns_command_refuses_to_start_with_a_bad_key_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    zones = Path(__file__).resolve().parent.parent / "zones"
+    code = main(
+        ["dns", "--zones", str(zones), "--dnssec-keys", str(tmp_path / "nope"), "--admin", "off"]
+    )
+    assert code == 2
+    assert "key directory does not exist" in capsys.readouterr().err
