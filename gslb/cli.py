@@ -30,6 +30,11 @@ def _add_dns(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="address to serve on, UDP and TCP (repeatable; default 127.0.0.1:5300)",
     )
     parser.add_argument("--geoip", help="GeoIP database path (overrides the config)")
+    parser.add_argument(
+        "--dnssec-keys",
+        metavar="DIR",
+        help="sign every zone with keys in DIR (BIND key files; overrides dns.dnssec.key_dir)",
+    )
     parser.add_argument("--workers", type=int, help="worker processes sharing the port")
     parser.add_argument("--edns-payload", type=int, help="EDNS UDP payload size (default 1232)")
     parser.add_argument("--tcp-idle-timeout", type=float, help="seconds (default 10)")
@@ -101,6 +106,7 @@ def _run_dns(args: argparse.Namespace) -> int:
         etcd_prefix=args.etcd_prefix,
         state_file=args.state_file,
         name=args.name,
+        dnssec_keys=args.dnssec_keys,
         rrl_overrides={
             key: value
             for key, value in (
@@ -203,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(subparsers)
     _add_demo(subparsers)
     from .cluster.cli import add_commands as add_cluster_commands
+    from .dnssec.commands import add_parser as add_dnssec_commands
     from .health.cli import add_commands as add_health_commands
     from .proxy.cli import add_commands as add_proxy_commands
     from .steering.cli import add_commands as add_steering_commands
@@ -210,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_steering_commands(subparsers)
     add_health_commands(subparsers)
     add_cluster_commands(subparsers)
+    add_dnssec_commands(subparsers)
     add_proxy_commands(subparsers)
     return parser
 

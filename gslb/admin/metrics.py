@@ -42,6 +42,8 @@ class DnsCounters:
     acl: dict[str, int] = field(default_factory=dict)
     # TSIG verdicts, zone transfers and NOTIFY ({"tsig_badkey": n, "axfr": n, ...})
     protocol: dict[str, int] = field(default_factory=dict)
+    # DNSSEC signature cache ({"hits", "misses", "evictions", "entries"}); empty when unsigned.
+    dnssec: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -127,6 +129,21 @@ class DnsCollector:
         for c in workers:
             for event, n in sorted(c.protocol.items()):
                 protocol.add_metric([event, c.worker], n)
+        signatures = CounterMetricFamily(
+            "gslb_dnssec_signature_cache_total",
+            "DNSSEC signature cache lookups by result (a miss signs), and evictions",
+            labels=["result", "worker"],
+        )
+        signature_entries = GaugeMetricFamily(
+            "gslb_dnssec_signature_cache_entries",
+            "RRSIG RRsets held in the DNSSEC signature cache",
+            labels=["worker"],
+        )
+        for c in workers:
+            if c.dnssec:
+                for result in ("hits", "misses", "evictions"):
+                    signatures.add_metric([result, c.worker], c.dnssec.get(result, 0))
+                signature_entries.add_metric([c.worker], c.dnssec.get("entries", 0))
             # Copy first: the hot path may add keys between our reads.
             for (qtype, rcode, service, dc), n in list(c.queries.items()):
                 queries.add_metric([qtype, rcode, service, dc, c.worker], n)
@@ -137,7 +154,7 @@ class DnsCollector:
                 rrl.add_metric([verdict, c.worker], n)
             for action, n in sorted(c.acl.items()):
                 acl.add_metric([action, c.worker], n)
-        return [queries, hits, misses, latency, rrl, acl, protocol]
+        return [queries, hits, misses, latency, rrl, acl, protocol, signatures, signature_entries]
 
 
 class HealthCollector:

@@ -45,6 +45,7 @@ PASS_THROUGH = (
     "cluster",
     "tsig_keys",
     "transfer",
+    "dnssec",
 )
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -87,6 +88,7 @@ class TopLevel:
     cluster: object = setting(None, _RAW)
     tsig_keys: object = setting(None, _RAW)
     transfer: object = setting(None, _RAW)
+    dnssec: object = setting(None, _RAW)
 
 
 def load_config(

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ..admin.settings import AdminSettings, parse_admin
 from ..cluster.generation import GenerationSource, read_source, relabel, zones_directory
 from ..config.model import Config
+from ..dnssec.settings import dnssec_section
 from ..errors import ConfigError, Reason
 from ..health.snapshot import HealthHolder
 from ..zone import ZoneSet
@@ -47,7 +48,10 @@ from .tsig import Keyring
 Role = Literal["single", "control", "worker"]
 
 if TYPE_CHECKING:
+    import dns.name
+
     from ..geo.locate import Locator
+    from .render import Signer
 
 log = logging.getLogger("gslb.dns")
 
@@ -76,6 +80,8 @@ class NodeOptions:
     # health.state_file, which a published generation shares with every node.
     state_file: str | None = None
     name: str | None = None  # how /status and /metrics name this node (default dns-1)
+    dnssec_keys: str | None = None  # --dnssec-keys DIR: overrides dns.dnssec.key_dir
+    signature_cache: Any = None  # DNSSEC signatures, kept across reloads (one per process)
 
 
 @dataclass
@@ -92,6 +98,7 @@ class Loaded:
     transfer: TransferSettings = field(default_factory=TransferSettings)
     keyring: Keyring = field(default_factory=Keyring)
     changed: list[ZoneVersion] = field(default_factory=list)  # zones to NOTIFY secondaries of
+    key_event: float = float("inf")  # when a DNSSEC key changes state: rebuild then
 
     def close(self) -> None:
         if self.locator is not None:
@@ -153,6 +160,9 @@ def load_generation(
         steering = SteeringEngine(config, locator, health)
     settings, reasons = parse_dns(raw_dns)
     extra = config.extra if config is not None else {}
+    dnssec, dnssec_reasons = dnssec_section(settings.dnssec, extra.get("dnssec"))
+    reasons += dnssec_reasons
+    settings = replace(settings, dnssec=dnssec)
     admin, admin_reasons = parse_admin(extra.get("admin"))
     reasons += admin_reasons
     protection, protection_reasons = build_protection(extra, options)
@@ -172,6 +182,18 @@ def load_generation(
     services = (
         {name: svc.types for name, svc in steering.services.items()} if steering is not None else {}
     )
+    key_dir = options.dnssec_keys or settings.dnssec.key_dir
+    if key_dir:
+        from ..dnssec import setup as dnssec_setup
+
+        if not options.dnssec_keys:
+            key_dir = dnssec_setup.resolve_key_dir(key_dir, source.config_path)
+        try:
+            keys = dnssec_setup.publish_zone_keys(zones, key_dir, settings.dnssec, time.time())
+        except ConfigError:
+            if locator is not None:
+                locator.close()
+            raise
     zoneset = ZoneSet(zones, services)
     if config is not None:
         delegated = services_under_delegations(zoneset, config.services)
@@ -179,6 +201,15 @@ def load_generation(
             if locator is not None:
                 locator.close()
             raise ConfigError(delegated)
+    signers = None
+    key_event = float("inf")
+    if key_dir:
+        signers = dnssec_setup.make_signers(
+            zoneset.zones, keys, settings.dnssec, list(services), cache=options.signature_cache
+        )
+        if signers is not None:
+            options.signature_cache = signers.cache
+        key_event = dnssec_setup.next_key_event(keys, time.time())
     log.info(
         "loaded %d zone(s) %s and %d service(s), generation %s",
         len(zones),
@@ -201,7 +232,7 @@ def load_generation(
         edns_payload=settings.edns_payload,
     )
     responder = build_responder(
-        zoneset, settings, steering, health, protection, counters, extension
+        zoneset, settings, steering, health, protection, counters, extension, signers
     )
     return Loaded(
         responder,
@@ -214,6 +245,7 @@ def load_generation(
         transfer,
         keyring,
         changed,
+        key_event,
     )
 
 
@@ -225,10 +257,18 @@ def build_responder(
     protection: Protection,
     counters: Counters | None = None,
     extension: Extension | None = None,
+    signers: Mapping[dns.name.Name, Signer] | None = None,
 ) -> Responder:
     """The one place a Responder is constructed."""
     return Responder(
-        zoneset, settings, steering, health, protection, counters, extension=extension
+        zoneset,
+        settings,
+        steering,
+        health,
+        protection,
+        counters,
+        extension=extension,
+        signers=signers,
     )
 
 
@@ -352,6 +392,9 @@ class DnsNode:
                 log.info("GeoIP database changed on disk; reloading")
                 self.reload()
                 stamp = self._geoip_stamp()
+            elif time.time() >= self.generation.key_event:
+                log.info("a DNSSEC key changes state now; reloading to publish/sign with it")
+                self.reload()
 
     def reload(self) -> bool:
         """Re-read the generation (files, or the cluster's current one) and apply it."""

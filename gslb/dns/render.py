@@ -29,7 +29,10 @@ from .rrl import ResponseClass
 
 
 class Signer(Protocol):
-    """Online DNSSEC signing for one zone (provided by gslb.dns DNSSEC support)."""
+    """Online DNSSEC signing for one zone (gslb.dnssec.signer.ZoneSigner). `denial` gets the
+    name the answer ends at (a negative answer's last CNAME target). A signer whose attribute
+    `compact_denial` is true proves NXDOMAIN as NODATA (RFC 9824): the rcode becomes NOERROR.
+    rrsigs() returns None for what is not signed (the child's NS and glue of a referral)."""
 
     def rrsigs(self, rrset: dns.rrset.RRset) -> dns.rrset.RRset | None: ...
 
@@ -90,9 +93,13 @@ def negative_template(zone: dns.name.Name, soa: dns.rrset.RRset, kind: Kind) -> 
 
 def render(answer: Answer, dnssec_ok: bool = False, signer: Signer | None = None) -> Rendered:
     """One dnspython render of an Answer (compressed, in steering order)."""
+    sign = signer is not None and dnssec_ok
+    rcode = answer.rcode
+    if sign and rcode == wire.NXDOMAIN and getattr(signer, "compact_denial", False):
+        rcode = wire.NOERROR  # RFC 9824: the signer proves NXDOMAIN as NODATA with NXNAME
     message = dns.message.Message(id=0)
     message.flags = dns.flags.QR | (dns.flags.AA if answer.authoritative else 0)
-    message.set_rcode(dns.rcode.Rcode.make(answer.rcode))
+    message.set_rcode(dns.rcode.Rcode.make(rcode))
     message.question.append(
         dns.rrset.RRset(
             answer.qname,
@@ -100,14 +107,13 @@ def render(answer: Answer, dnssec_ok: bool = False, signer: Signer | None = None
             dns.rdatatype.RdataType.make(answer.qtype),
         )
     )
-    sign = signer is not None and dnssec_ok
     message.answer.extend(_signed(answer.answer, signer) if sign else answer.answer)
     authority = list(answer.authority)
-    # Denial for NXDOMAIN, NODATA (also at the end of a CNAME chain: the SOA says so) and
-    # wildcard answers.
-    negative = bool(answer.authority) and answer.authority[0].rdtype == dns.rdatatype.SOA
-    if sign and answer.zone is not None and (negative or answer.wildcard):
-        authority.extend(signer.denial(answer.zone, answer.qname, answer.qtype, answer.kind))  # type: ignore[union-attr]
+    if sign and answer.zone is not None and (answer.kind in _DENIED or answer.wildcard):
+        # DNSSEC: negative answers (also at the end of a CNAME chain), referrals (DS or the
+        # NSEC proving none) and wildcard expansions carry the signer's proof.
+        name = _denial_name(answer)
+        authority.extend(signer.denial(answer.zone, name, answer.qtype, answer.kind))  # type: ignore[union-attr]
     message.authority.extend(_signed(authority, signer) if sign else authority)
     message.additional.extend(_signed(answer.additional, signer) if sign else answer.additional)
     full = message.to_wire(want_shuffle=False)  # keep the steering order
@@ -124,6 +130,20 @@ def render(answer: Answer, dnssec_ok: bool = False, signer: Signer | None = None
     else:
         rrl_key = qname_wire.lower()
     return Rendered(flags, qname_wire, full[4:], reduced, answer.kind, rrl_key)
+
+
+_DENIED = (Kind.NXDOMAIN, Kind.NODATA, Kind.DELEGATION)
+
+
+def _denial_name(answer: Answer) -> dns.name.Name:
+    """The name a proof is about: the last CNAME's target of a negative answer, the owner of
+    the last (wildcard) RRset of a positive one, else the question."""
+    if not answer.answer or answer.kind is Kind.DELEGATION:
+        return answer.qname
+    last = answer.answer[-1]
+    if last.rdtype == dns.rdatatype.CNAME and answer.kind in (Kind.NXDOMAIN, Kind.NODATA):
+        return last[0].target  # type: ignore[no-any-return]
+    return last.name
 
 
 def _signed(

@@ -20,6 +20,7 @@ from typing import Any
 import dns.name
 import dns.rdatatype
 
+from ..dnssec.signer import Signers as DnssecSigners
 from ..zone.lookup import ZoneSet
 from . import answer as core
 from . import render, wire
@@ -87,6 +88,9 @@ class Responder:
         self._guarded = self.guards.guarded
         self.extension: Extension = extension or DefaultExtension()
         self.signers: Mapping[dns.name.Name, Signer] = signers or {}
+        # DNSSEC (issue 14): cached signed answers must not outlive their signing window.
+        self._signing = signers if isinstance(signers, DnssecSigners) and signers else None
+        self._resign_at = self._signing.valid_until() if self._signing else float("inf")
         self.identity = Identity(self.settings.chaos_version, self.settings.chaos_id)
         self._edns_payload = self.settings.edns_payload
         sample = self.settings.query_log_sample
@@ -100,6 +104,8 @@ class Responder:
         """One UDP datagram from `client` (text address) on `listener` -> the reply, or None."""
         counters = self.counters
         counters.queries += 1
+        if self._signing is not None:
+            self._check_signatures()
         if counters.queries % self._sample_every:
             return self._udp(data, client, listener)
         started = time.perf_counter()
@@ -111,12 +117,25 @@ class Responder:
         """One TCP message -> the messages to write back (several for a zone transfer)."""
         counters = self.counters
         counters.queries += 1
+        if self._signing is not None:
+            self._check_signatures()
         if counters.queries % self._sample_every:
             return self._tcp(data, client, listener)
         started = time.perf_counter()
         responses = self._tcp(data, client, listener)
         self._sampled(data, client, responses, "tcp", started)
         return responses
+
+    def _check_signatures(self) -> None:
+        """Past the signing window's refresh time no cached signed answer is sent again."""
+        signing = self._signing
+        assert signing is not None
+        if signing.clock.time() < self._resign_at:
+            return
+        self.caches.retire()  # the packet caches (their hits are folded into the counters)
+        self.caches.plans.clear()
+        self.caches.answers.clear()
+        self._resign_at = signing.valid_until()
 
     def _sampled(
         self, data: bytes, client: str, responses: list[bytes], transport: str, started: float

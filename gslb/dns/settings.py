@@ -19,6 +19,7 @@ from ..config.schema import (
     Invalid,
     Optional,
     Report,
+    Section,
     Size,
     Str,
     parse_into,
@@ -28,6 +29,7 @@ from ..config.schema import (
 )
 from ..config.schema import parse_hostport as schema_hostport
 from ..config.yaml_loader import mark_of
+from ..dnssec.settings import DnssecSettings
 from ..errors import Reason
 
 
@@ -101,6 +103,9 @@ class DnsSettings:
     query_log_sample: float = setting(0.0, Float(0.0, 1.0))  # fraction of queries logged
     # Per-listener access lists ({address: AccessList}); listeners not named use `acl:`.
     listener_acls: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    # `dns.dnssec`: online signing (or the top-level `dnssec:` section)
+    dnssec: DnssecSettings = setting(DnssecSettings(), Section(DnssecSettings))
+    dnssec: DnssecSettings = field(default_factory=DnssecSettings)  # `dns.dnssec`: online signing
 
     __checks__: ClassVar[tuple[object, ...]] = (_listener_acls,)
 

@@ -20,6 +20,7 @@ import dns.rdatatype
 from .. import __version__
 from ..admin.metrics import DnsCounters, HealthCounters
 from ..cluster.generation import describe
+from ..dnssec.status import describe_signing, signature_cache_counts
 from ..health.snapshot import HealthSnapshot
 from .node import DnsNode
 from .responder import LATENCY_BOUNDS
@@ -200,6 +201,7 @@ class NodeStatus:
             "health": monitor_status,
             "answers": self._recent_answers(),
             "events": list(self.events)[-50:],
+            "dnssec": describe_signing(generation.responder.signers, time.time()),
         }
 
     def _cluster(self) -> dict[str, Any] | None:
@@ -314,6 +316,7 @@ def node_counters(node: DnsNode) -> DnsCounters:
         rrl=_rrl_counts(responder),
         acl={"refused": stats.acl_refused, "dropped": stats.acl_dropped},
         protocol=node.protocol_counts(),
+        dnssec=signature_cache_counts(responder.signers),
     )
 
 
