@@ -262,8 +262,10 @@ def test_settings_validation() -> None:
     messages = sorted(str(r) for r in reasons)
     assert any("dns.dnssec.bogus: unknown key" in m for m in messages)
     assert any("dns.dnssec.refresh: must be less than validity" in m for m in messages)
-    _, reasons = parse_dnssec({"validity": "7d"})
-    assert reasons and "whole number" in str(reasons[0])
+    settings, reasons = parse_dnssec({"validity": "7d", "refresh": "2d"})  # durations, like others
+    assert not reasons and (settings.validity, settings.refresh) == (7 * 86400, 2 * 86400)
+    _, reasons = parse_dnssec({"validity": "a week"})
+    assert reasons and "duration" in str(reasons[0])
 
 
 @pytest.mark.parametrize("text", ["a", "zz", "a\\000", "\\255"])

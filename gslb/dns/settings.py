@@ -105,7 +105,6 @@ class DnsSettings:
     listener_acls: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     # `dns.dnssec`: online signing (or the top-level `dnssec:` section)
     dnssec: DnssecSettings = setting(DnssecSettings(), Section(DnssecSettings))
-    dnssec: DnssecSettings = field(default_factory=DnssecSettings)  # `dns.dnssec`: online signing
 
     __checks__: ClassVar[tuple[object, ...]] = (_listener_acls,)
 
