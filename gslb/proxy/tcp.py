@@ -12,8 +12,7 @@ from .balancers import extract_key
 
 if TYPE_CHECKING:
     from .pool import Pool
-    from .protect import IpAcl
-    from .server import ConnectionGuard
+    from .protect import ConnectionGuard, IpAcl
 
 log = logging.getLogger("gslb.proxy.tcp")
 BUFFER_HIGH = 256 * 1024  # pause reading when the other side is this far behind
