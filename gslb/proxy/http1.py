@@ -218,6 +218,8 @@ class UpstreamConn(asyncio.Protocol):
                 self.upgraded = True
                 if self.client is not None:
                     self.client.response_upgrade(self)
+            else:
+                self.bad_upgrade = True  # nobody asked to switch: failed in data_received
             return
         if status < 200:  # 1xx interim answer (we never send Expect upstream): drop it
             self.informational = True
@@ -242,7 +244,7 @@ class UpstreamConn(asyncio.Protocol):
             self.client.response_body(self, body)
 
     def on_message_complete(self) -> None:
-        if self.head_status or self.upgraded:
+        if self.head_status or self.upgraded or self.bad_upgrade:
             return  # HEAD: finished in data_received; 101: the tunnel takes over
         if self.informational:
             self.informational = False
@@ -960,7 +962,7 @@ class ClientConn(asyncio.Protocol):
     def _response_done(self, conn: UpstreamConn, req: _Req) -> None:
         req.upstream = None
         conn.member.inflight -= 1
-        if req.complete:
+        if req.complete and not req.websocket:
             conn.release()
         else:
             conn.close()  # it answered before reading the whole request: not reusable
