@@ -142,8 +142,12 @@ def request_framing(
             expect = value.strip().lower() if expect is None else b"\x00"
         elif lname == b"upgrade":
             upgrade.append(value)
+    if version not in ("1.1", "1.0"):
+        return Refusal(505, "HTTP version not supported")
     if method == b"CONNECT":
         return Refusal(405, "CONNECT is not supported")
+    if b"#" in target:
+        return Refusal(400, "a fragment in the request target")
     if len(hosts) > 1:
         return Refusal(400, "more than one Host header")  # RFC 9112 3.2
     absolute = split_absolute(target)
@@ -157,6 +161,8 @@ def request_framing(
         return Refusal(400, "bad request target")
     if (hosts or version != "1.0") and not valid_host(host):
         return Refusal(400, "missing or invalid Host header")
+    if version != "1.0" and (not hosts or not valid_host(hosts[0])):
+        return Refusal(400, "missing or invalid Host header")  # RFC 9112 3.2, absolute-form too
     chunked = False
     keep_alive = parser_keep_alive
     if te:
