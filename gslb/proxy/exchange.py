@@ -662,9 +662,19 @@ class Exchange:
                 for k, v in visible.items()
             ]
         else:
-            nominated = connection_nominated(headers)
-            drop = self.response_drop | nominated if nominated else self.response_drop
-            lines = [n + b": " + v + b"\r\n" for n, v in headers if n.lower() not in drop]
+            drop = self.response_drop
+            lines = []
+            named = False
+            for n, v in headers:
+                lname = n.lower()
+                if lname in drop:
+                    named = named or lname == b"connection"
+                    continue
+                lines.append(n + b": " + v + b"\r\n")
+            nominated = connection_nominated(headers) if named else None
+            if nominated:  # rare: headers the upstream's Connection made hop-by-hop
+                drop = drop | nominated
+                lines = [n + b": " + v + b"\r\n" for n, v in headers if n.lower() not in drop]
         head = [b"HTTP/1.1 %d " % status, reason_text or reason(status), b"\r\n", *lines]
         if spec.persistence == "cookie" and sticky is not member:
             token = self.cookies[pool.name].encode(member.name).encode()

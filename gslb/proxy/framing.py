@@ -70,11 +70,24 @@ def connection_tokens(values: list[bytes]) -> frozenset[bytes]:
     return frozenset(out)
 
 
+_HOST_DELETE = bytes(sorted(_HOST_CHARS))
+_GOOD_HOSTS: dict[bytes, bool] = {}  # the few names a proxy serves, judged once each
+
+
 def valid_host(host: bytes) -> bool:
+    good = _GOOD_HOSTS.get(host)
+    if good is None:
+        good = _valid_host(host)
+        if len(_GOOD_HOSTS) < 4096:
+            _GOOD_HOSTS[host] = good
+    return good
+
+
+def _valid_host(host: bytes) -> bool:
     if not host or len(host) > 255:
         return False
-    if not all(c in _HOST_CHARS for c in host):
-        return False
+    if host.translate(None, _HOST_DELETE):
+        return False  # a character outside reg-name, IP-literal and port
     if host.startswith(b"["):
         end = host.find(b"]")
         if end < 0:
@@ -161,7 +174,7 @@ def request_framing(
         return Refusal(400, "bad request target")
     if (hosts or version != "1.0") and not valid_host(host):
         return Refusal(400, "missing or invalid Host header")
-    if version != "1.0" and (not hosts or not valid_host(hosts[0])):
+    if absolute is not None and version != "1.0" and (not hosts or not valid_host(hosts[0])):
         return Refusal(400, "missing or invalid Host header")  # RFC 9112 3.2, absolute-form too
     chunked = False
     keep_alive = parser_keep_alive
@@ -222,8 +235,11 @@ def response_framing(
     return ResponseFraming("close", False)  # HTTP/1.0 without a length: the close ends it
 
 
+_TOKEN_DELETE = bytes(sorted(_TOKEN_CHARS))
+
+
 def quote_forwarded(value: bytes) -> bytes:
     """RFC 7239 4: a value is a token or a quoted-string."""
-    if value and all(c in _TOKEN_CHARS for c in value):
+    if value and not value.translate(None, _TOKEN_DELETE):
         return value
     return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
