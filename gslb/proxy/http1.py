@@ -367,6 +367,9 @@ class ClientConn(asyncio.Protocol):
         self._arm("head")
         if self.listener.ssl is not None:
             self.handshaking = True
+            # The ClientHello must reach the TLS layer, not the HTTP parser: hold the bytes
+            # until start_tls has wrapped the transport.
+            transport.pause_reading()  # type: ignore[attr-defined]
             task = asyncio.ensure_future(self._handshake(transport))  # type: ignore[arg-type]
             self.listener.tasks.add(task)
             task.add_done_callback(self.listener.tasks.discard)
