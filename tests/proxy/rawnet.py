@@ -34,7 +34,7 @@ def ok_response(req: Seen, seq: int) -> bytes:
     body = json.dumps({"seq": seq, "method": req.method, "target": req.target}).encode()
     return (
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nServer: secret/1\r\n"
-        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), b"" if req.method == "HEAD" else body)
     )
 
 
