@@ -660,7 +660,7 @@ def settings_from_data(data: Any, region: str) -> ProxySettings:
         routes=routes_t,
         pools=pools_d,
         limits=limits_r,
-        **settings_kwargs,  # type: ignore[arg-type]
+        **settings_kwargs,
     )
 
 
