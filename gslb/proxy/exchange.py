@@ -301,6 +301,9 @@ class Exchange:
                 retry = max(1, int(wait + 0.999))
                 return text_reply(429, "too many requests", b"Retry-After: %d\r\n" % retry)
         lim = self.limits
+        if lim.max_header_bytes and len(view.target) > lim.max_header_bytes:
+            self.metrics.rejected("headers")
+            return text_reply(414, "URI too long", close=True)
         if header_limits_status(view.headers, lim.max_header_bytes, lim.max_headers):
             self.metrics.rejected("headers")
             return text_reply(431, "request header fields too large", close=True)

@@ -182,6 +182,8 @@ def request_framing(
         codings = [c.strip().lower() for line in te for c in line.split(b",") if c.strip()]
         if not codings or codings[-1] != b"chunked":
             return Refusal(400, "bad transfer-encoding")  # RFC 9112 6.3: not chunked last
+        if codings.count(b"chunked") > 1:
+            return Refusal(400, "chunked more than once")  # RFC 9112 7: at most once
         if codings != [b"chunked"]:
             return Refusal(501, "transfer coding not implemented")
         if length is not None:

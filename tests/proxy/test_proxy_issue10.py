@@ -528,3 +528,16 @@ async def test_metrics_object_counts_own_requests(raw: Make) -> None:
     assert 'gslb_proxy_requests_total{code="2xx",pool="p"}' in text
     assert json.dumps  # keep import used
     assert dataclasses  # keep import used
+
+
+async def test_overlong_target_is_414(raw: Make) -> None:
+    port, (b,) = await raw(limits=LimitsSpec(max_header_bytes=1024))
+    got = await exchange(port, b"GET /" + b"a" * 2000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 1)
+    assert got.responses[0].status == 414 and b.seen == []
+
+
+@pytest.mark.parametrize("version", [b"HTTP/2.0", b"HTTP/1.2"])
+async def test_other_versions_are_505(raw: Make, version: bytes) -> None:
+    port, (b,) = await raw()
+    got = await exchange(port, b"GET / " + version + b"\r\nHost: a\r\n\r\n", 1)
+    assert got.responses[0].status in (400, 505) and b.seen == []
