@@ -9,7 +9,7 @@ p50 and p99 are printed with gslb's ratio to nginx.
     .venv/bin/python bench/proxy/run.py [--duration 5] [--runs 3] [--connections 64]
         [--rows 1k,16k,gzip,tls] [--only gslb,nginx,haproxy]
 
-Needs wrk, haproxy, nginx, openssl and taskset (see .ci/system-tools). Loopback only.
+Needs: apt-get install -y wrk haproxy nginx openssl (taskset is util-linux). Loopback only.
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ def main() -> int:
     args = ap.parse_args()
     for tool in ("wrk", "nginx", "haproxy", "taskset", "openssl"):
         if shutil.which(tool) is None:
-            print(f"missing {tool} (see .ci/system-tools)", file=sys.stderr)
+            print(f"missing {tool}: apt-get install -y wrk haproxy nginx openssl", file=sys.stderr)
             return 2
     tmp = Path(tempfile.mkdtemp(prefix="gslb-bench-"))
     tmp.chmod(0o755)  # nginx workers run as nobody when started as root

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import ssl
 import time
+from asyncio import sslproto
 from collections import deque
 from typing import Any
 
@@ -25,7 +26,7 @@ import httptools
 from . import accesslog
 from .cache import Entry
 from .compress import Compressor
-from .exchange import Exchange, Reply, RequestView, reason, text_reply
+from .exchange import Exchange, Reply, RequestView, text_reply
 from .framing import Refusal, request_framing, response_framing
 from .metrics import ProxyMetrics
 from .pool import Member, Pool
@@ -58,7 +59,7 @@ class _Req:
         "body", "body_size", "replay", "too_large", "route", "pool", "order", "attempt",
         "sticky", "upstream", "started", "sent_any", "head_sent", "status", "bytes_out",
         "member", "retrying", "counted", "reject", "websocket", "stale", "mode", "compressor",
-        "store_ttl", "store_headers", "kept", "waiting",
+        "store_ttl", "store_headers", "kept", "store_size", "waiting",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -96,6 +97,7 @@ class _Req:
         self.store_ttl: float | None = None
         self.store_headers: Any = None
         self.kept: list[bytes] | None = None  # the response body kept for the cache
+        self.store_size = 0
         self.waiting = False  # for a free connection slot of its member
 
 
@@ -352,6 +354,12 @@ class ClientConn(asyncio.Protocol):
 
     # -- connection
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.handshaking:
+            # Called again by the TLS layer once its handshake is done: its transport carries
+            # the plain bytes from here.
+            self.handshaking = False
+            self.transport = transport  # type: ignore[assignment]
+            return
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         peer = transport.get_extra_info("peername")
         self.ip = str(peer[0]) if peer else ""
@@ -365,35 +373,36 @@ class ClientConn(asyncio.Protocol):
         self.admitted = True
         self.listener.clients.add(self)
         self._arm("head")
-        if self.listener.ssl is not None:
+        ctx = self.listener.ssl
+        if ctx is not None:
+            # TLS is layered here, on an accepted and counted connection, so the handshake is
+            # under the connection limits and `header_timeout`. It is put in place before this
+            # call returns: the event loop may read the ClientHello right after it.
             self.handshaking = True
-            # The ClientHello must reach the TLS layer, not the HTTP parser: hold the bytes
-            # until start_tls has wrapped the transport.
-            transport.pause_reading()  # type: ignore[attr-defined]
-            task = asyncio.ensure_future(self._handshake(transport))  # type: ignore[arg-type]
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[None] = loop.create_future()
+            timeout = self.listener.settings.limits.header_timeout or None
+            layer = sslproto.SSLProtocol(
+                loop,
+                self,
+                ctx,
+                waiter,
+                server_side=True,
+                ssl_handshake_timeout=timeout,  # type: ignore[arg-type]  # a float works
+            )
+            transport.set_protocol(layer)
+            layer.connection_made(transport)
+            task = asyncio.ensure_future(self._handshake(waiter, transport))
             self.listener.tasks.add(task)
             task.add_done_callback(self.listener.tasks.discard)
 
-    async def _handshake(self, raw: asyncio.Transport) -> None:
-        loop = asyncio.get_running_loop()
-        timeout = self.listener.settings.limits.header_timeout or None
-        ctx = self.listener.ssl
-        assert ctx is not None
+    async def _handshake(self, waiter: asyncio.Future[None], raw: asyncio.BaseTransport) -> None:
         try:
-            tls = await loop.start_tls(
-                raw, self, ctx, server_side=True, ssl_handshake_timeout=timeout
-            )
+            await waiter
         except (OSError, TimeoutError, ssl.SSLError, ConnectionError, RuntimeError) as exc:
             log.debug("tls handshake from %s failed: %s", self.ip, exc)
-            raw.abort()
+            raw.close()
             self._gone()
-            return
-        self.handshaking = False
-        if tls is None or self.closing:
-            raw.abort()
-            self._gone()
-            return
-        self.transport = tls
 
     def _gone(self) -> None:
         """Forget this connection (idempotent): limits, sweeps, upstream connections."""
@@ -666,7 +675,7 @@ class ClientConn(asyncio.Protocol):
         pool = ex.pools[route.pool]
         req.route = route
         req.pool = pool
-        found = ex.cache_lookup(view, route)
+        found = None if req.websocket else ex.cache_lookup(view, route)
         if isinstance(found, Reply):
             return self._reply(req, found)
         req.stale = found
@@ -930,8 +939,9 @@ class ClientConn(asyncio.Protocol):
         kept = req.kept
         if kept is not None:
             kept.append(body)
-            if sum(map(len, kept)) > self.listener.settings.cache.max_object_bytes:
-                req.kept = None
+            req.store_size += len(body)
+            if req.store_size > self.listener.settings.cache.max_object_bytes:
+                req.kept = None  # too large to store: streamed only
         if req.compressor is not None:
             body = req.compressor.feed(body)
             if not body:
@@ -1114,4 +1124,4 @@ class HttpListener:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-__all__ = ["HttpListener", "REFUSED", "reason"]
+__all__ = ["REFUSED", "ClientConn", "HttpListener", "UpstreamConn"]

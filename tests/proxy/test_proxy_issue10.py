@@ -541,3 +541,49 @@ async def test_other_versions_are_505(raw: Make, version: bytes) -> None:
     port, (b,) = await raw()
     got = await exchange(port, b"GET / " + version + b"\r\nHost: a\r\n\r\n", 1)
     assert got.responses[0].status in (400, 505) and b.seen == []
+
+
+async def test_tls_listener_of_the_gslb_proxy_process(tls_pair, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The real `gslb proxy` process (uvloop): every concurrent TLS client gets through."""
+    import sys
+
+    from .test_proxy_forward import free_port
+
+    cert, key, ca = tls_pair
+    backend = await RawBackend().start()
+    port = free_port()
+    cfg = tmp_path / "gslb.yaml"
+    cfg.write_text(
+        "proxy:\n  regions:\n    r:\n      listeners:\n"
+        f'        - {{listen: "127.0.0.1:{port}", mode: https, certificates: '
+        f'[{{hosts: [app.test], cert: "{cert}", key: "{key}"}}]}}\n'
+        "      routes: [{pool: p}]\n"
+        f'      pools: {{p: {{members: ["127.0.0.1:{backend.port}"]}}}}\n'
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gslb.proxy.cli", "proxy", "--config", str(cfg), "--region", "r",
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        assert b"listening on https://" in line, line
+        ctx = ssl.create_default_context()
+        ca.configure_trust(ctx)
+
+        async def one(i: int) -> bytes:
+            r, w = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=ctx, server_hostname="app.test"
+            )
+            w.write(b"GET /c%d HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n" % i)
+            data = await asyncio.wait_for(r.read(), 20)
+            w.close()
+            return data
+
+        answers = await asyncio.gather(*(one(i) for i in range(40)))
+        assert all(a.startswith(b"HTTP/1.1 200 ") for a in answers)
+        assert sorted(backend.targets()) == sorted(f"/c{i}" for i in range(40))
+    finally:
+        proc.terminate()
+        await proc.wait()
+        await backend.stop()
