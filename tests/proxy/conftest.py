@@ -205,3 +205,10 @@ async def get_json(session: aiohttp.ClientSession, url: str, **kw: object) -> di
     async with session.get(url, **kw) as resp:  # type: ignore[arg-type]
         assert resp.status == 200, await resp.text()
         return json.loads(await resp.text())
+
+
+def pytest_asyncio_loop_factories(config: object, item: object) -> dict[str, object]:
+    """The proxy runs on uvloop in production (`gslb proxy`): its tests do too."""
+    import uvloop
+
+    return {"uvloop": uvloop.new_event_loop}
