@@ -15,7 +15,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
+from email.utils import formatdate, parsedate_to_datetime
 from http import HTTPStatus
 
 from multidict import CIMultiDict
@@ -35,6 +35,8 @@ from .settings import ProxySettings, RouteSpec
 
 log = logging.getLogger("gslb.proxy")
 
+VIA = b"Via: 1.1 gslb\r\n"  # RFC 9110 7.6.3: every forwarded message says it passed here
+ALLOW = b"Allow: GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH\r\n"
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 RETRYABLE_STATUS = frozenset({502, 503, 504})
 FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"})
@@ -178,12 +180,14 @@ class Reply:
     close: bool = False
     head_only: bool = False
 
-    def render(self, keep_alive: bool, head: bool = False) -> bytes:
+    def render(self, keep_alive: bool, head: bool = False, date: bytes = b"") -> bytes:
+        """`date`: a "Date: ...CRLF" line (RFC 9110 6.6.1), from Exchange.date_line()."""
         conn = b"keep-alive" if keep_alive and not self.close else b"close"
         body = b"" if self.head_only or head else self.body
         return b"".join(
             (
                 b"HTTP/1.1 %d %s\r\n" % (self.status, reason(self.status)),
+                date,
                 b"Content-Type: " + self.content_type + b"\r\n",
                 b"Content-Length: %d\r\n" % len(self.body),
                 b"Connection: " + conn + b"\r\n",
@@ -257,6 +261,8 @@ class Exchange:
         self.hide = frozenset(h.lower().encode() for h in settings.hide_headers)
         self.response_drop = HOP_BY_HOP | self.hide | {b"content-length"}
         self.request_drop = HOP_BY_HOP | FORWARDED | {b"expect", b"host"}
+        self._date_second = -1
+        self._date_line = b""
         routes = settings.routes
         # The common single catch-all route needs no matching at all.
         self.only_route = (
@@ -264,6 +270,15 @@ class Exchange:
             if len(routes) == 1 and not routes[0].hosts and routes[0].path_prefix == "/"
             else None
         )
+
+    def date_line(self) -> bytes:
+        """`Date: <IMF-fixdate>` CRLF for now, formatted once per second."""
+        now = self.clock.time()
+        second = int(now)
+        if second != self._date_second:
+            self._date_second = second
+            self._date_line = b"Date: " + formatdate(second, usegmt=True).encode() + b"\r\n"
+        return self._date_line
 
     def view(
         self,
@@ -321,6 +336,13 @@ class Exchange:
             where = b"https://" + host.encode("latin-1") + port + view.target
             return text_reply(308, "moved to https", b"Location: " + where + b"\r\n")
         method = view.method
+        if method == b"TRACE":
+            # Reflecting requests (cookies, credentials) to scripts is cross-site tracing.
+            return text_reply(405, "TRACE is not allowed", ALLOW)
+        if method == b"OPTIONS":
+            hops = view.header(b"max-forwards")
+            if hops is not None and hops.strip() == b"0":
+                return Reply(200, b"", extra=ALLOW)  # RFC 9110 7.6.2: the last hop answers
         if method in (b"GET", b"HEAD"):
             if view.path == self.status_path:
                 ok, detail = self.health()
@@ -566,6 +588,14 @@ class Exchange:
         drop = self.request_drop
         if framing.nominated:
             drop = drop | framing.nominated
+        hops = None
+        if view.method == b"OPTIONS":
+            hops = view.header(b"max-forwards")
+            if hops is not None and hops.strip().isdigit():
+                drop = drop | {b"max-forwards"}
+                hops = b"%d" % (int(hops) - 1)
+            else:
+                hops = None
         parts = [view.method, b" ", view.target, b" HTTP/1.1\r\n"]
         host = framing.host
         parts += (
@@ -597,7 +627,9 @@ class Exchange:
         if host:
             parts += (b"X-Forwarded-Host: ", host, b"\r\n")
             element += b";host=" + quote_forwarded(host)
-        parts += (b"Forwarded: ", b", ".join((*fwd_in, element)), b"\r\n")
+        parts += (b"Forwarded: ", b", ".join((*fwd_in, element)), b"\r\n", VIA)
+        if hops is not None:
+            parts += (b"Max-Forwards: ", hops, b"\r\n")
         if upgrade:
             parts.append(b"Connection: Upgrade\r\nUpgrade: websocket\r\n")
         elif framing.chunked:
@@ -649,6 +681,8 @@ class Exchange:
                 if ttl is not None:
                     stored = CIMultiDict(visible)
                 visible["X-Cache"] = "MISS"
+            if "Date" not in visible:
+                visible["Date"] = self.date_line()[6:-2].decode()
             if route.compress:
                 compress = choose_encoding(
                     view.method.decode(),
@@ -668,17 +702,21 @@ class Exchange:
             drop = self.response_drop
             lines = []
             named = False
+            dated = False
             for n, v in headers:
                 lname = n.lower()
                 if lname in drop:
                     named = named or lname == b"connection"
                     continue
+                dated = dated or lname == b"date"
                 lines.append(n + b": " + v + b"\r\n")
+            if not dated:
+                lines.append(self.date_line())  # RFC 9110 6.6.1: added when missing
             nominated = connection_nominated(headers) if named else None
             if nominated:  # rare: headers the upstream's Connection made hop-by-hop
                 drop = drop | nominated
                 lines = [n + b": " + v + b"\r\n" for n, v in headers if n.lower() not in drop]
-        head = [b"HTTP/1.1 %d " % status, reason_text or reason(status), b"\r\n", *lines]
+        head = [b"HTTP/1.1 %d " % status, reason_text or reason(status), b"\r\n", *lines, VIA]
         if spec.persistence == "cookie" and sticky is not member:
             token = self.cookies[pool.name].encode(member.name).encode()
             cookie = spec.cookie_name.encode() + b"=" + token

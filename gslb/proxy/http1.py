@@ -39,6 +39,7 @@ log = logging.getLogger("gslb.proxy.http")
 REPLAY_LIMIT = 64 * 1024  # request bodies up to this size are kept so a retry can resend them
 BUFFER_HIGH = 256 * 1024  # stop reading a side when this much waits for the other side
 HARD_HEAD_LIMIT = 65536
+UPSTREAM_HEAD_LIMIT = 256 * 1024  # a member's response head larger than this is a bad response
 MAX_PIPELINE = 16
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 REFUSED = (
@@ -115,6 +116,7 @@ class UpstreamConn(asyncio.Protocol):
         self.reason = b""
         self.length: int | None = None
         self.chunked = False
+        self.head_size = 0
         self.informational = False
         self.done = False
         self.keep_alive = True
@@ -206,6 +208,9 @@ class UpstreamConn(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
+        self.head_size += len(name) + len(value)
+        if self.head_size > UPSTREAM_HEAD_LIMIT:
+            raise ValueError("response head too large")  # -> bad response, 502
         lname = name.lower()
         if lname == b"content-length":
             self.length = int(value)  # llhttp checked it (digits, no conflicting duplicate)
@@ -267,6 +272,7 @@ class UpstreamConn(asyncio.Protocol):
         self.reason = b""
         self.length = None
         self.chunked = False
+        self.head_size = 0
         self.done = False
         self.informational = False
         self.out_of_sync = False
@@ -887,7 +893,8 @@ class ClientConn(asyncio.Protocol):
             keep = req.keep_alive and req.complete and not self.closing
             req.keep_alive = keep
             req.head_sent = True
-            self.out.append(reply.render(keep, head=view.method == b"HEAD"))
+            date = self.exchange.date_line()
+            self.out.append(reply.render(keep, view.method == b"HEAD", date))
             if view.method == b"HEAD":
                 self._response_done(conn, req)
             return
@@ -1010,7 +1017,7 @@ class ClientConn(asyncio.Protocol):
         req.keep_alive = keep
         req.bytes_out = len(reply.body)
         head = req.view is not None and req.view.method == b"HEAD"
-        self.out.append(reply.render(keep, head))
+        self.out.append(reply.render(keep, head, self.exchange.date_line()))
         self._finish(req)
         self.flush()
 

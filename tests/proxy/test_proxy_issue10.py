@@ -587,3 +587,24 @@ async def test_tls_listener_of_the_gslb_proxy_process(tls_pair, tmp_path) -> Non
         proc.terminate()
         await proc.wait()
         await backend.stop()
+
+
+async def test_via_and_date_are_added(raw: Make) -> None:
+    port, (b,) = await raw()
+    got = await exchange(port, GET % b"v", 1)
+    r = got.responses[0]
+    assert r.header("Via") == "1.1 gslb" and b.seen[0].header("Via") == ["1.1 gslb"]
+    assert r.header("Date") is not None  # the raw backend sends none (RFC 9110 6.6.1)
+    own = (await exchange(port, b"GET / HTTP/1.1\r\n\r\n", 1)).responses[0]
+    assert own.status == 400 and own.header("Date") is not None
+
+
+async def test_max_forwards_and_trace(raw: Make) -> None:
+    port, (b,) = await raw()
+    last = b"OPTIONS * HTTP/1.1\r\nHost: a\r\nMax-Forwards: 0\r\n\r\n"
+    more = b"OPTIONS /x HTTP/1.1\r\nHost: a\r\nMax-Forwards: 3\r\n\r\n"
+    trace = b"TRACE / HTTP/1.1\r\nHost: a\r\nCookie: secret=1\r\n\r\n"
+    got = await exchange(port, last + more + trace, 3)
+    assert [r.status for r in got.responses] == [200, 200, 405]
+    assert got.responses[0].header("Allow") and b"secret" not in got.raw
+    assert b.targets() == ["/x"] and b.seen[0].header("Max-Forwards") == ["2"]
