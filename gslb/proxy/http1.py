@@ -176,7 +176,7 @@ class UpstreamConn(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._release_slot()
         self.closed = True
-        self._inactive()
+        self.detach()
         self.member.conns.discard(self)
         if self.tunnel is not None:
             tunnel, self.tunnel = self.tunnel, None
@@ -295,7 +295,8 @@ class UpstreamConn(asyncio.Protocol):
             client.upstream_failed(self, "timeout", timeout=True)
             client.flush()
 
-    def _inactive(self) -> None:
+    def detach(self) -> None:
+        """Out of the listener's set of busy connections (no response timeout any more)."""
         if self.active is not None:
             self.active.discard(self)
             self.active = None
@@ -307,7 +308,7 @@ class UpstreamConn(asyncio.Protocol):
 
     def release(self) -> None:
         """The exchange is over: back to the member's idle list, or closed."""
-        self._inactive()
+        self.detach()
         self.req = None
         self.client = None
         if self.closed or not self.keep_alive:
@@ -321,7 +322,7 @@ class UpstreamConn(asyncio.Protocol):
         self.member.conns.park(self)
 
     def close(self) -> None:
-        self._inactive()
+        self.detach()
         self.req = None
         self.client = None
         if not self.closed:
@@ -466,7 +467,7 @@ class ClientConn(asyncio.Protocol):
             self.deadline = 0.0
             if self.deadline_kind == "head":
                 self.metrics.rejected("head_timeout")
-            self._close()
+            self.close_now()
 
     def flush(self) -> None:
         if self.out:
@@ -540,7 +541,7 @@ class ClientConn(asyncio.Protocol):
                 up.member.inflight -= 1
                 up.close()
             if req.head_sent:
-                self._close()
+                self.close_now()
             else:
                 req.keep_alive = False
                 self._reply(req, reply)
@@ -552,7 +553,7 @@ class ClientConn(asyncio.Protocol):
         req.keep_alive = False
         req.complete = True
 
-    def _close(self) -> None:
+    def close_now(self) -> None:
         self.closing = True
         self.flush()
         if self.transport is not None:
@@ -843,7 +844,7 @@ class ClientConn(asyncio.Protocol):
         if req is None or req.upstream is not conn or self.transport is None:
             conn.close()
             return
-        conn._inactive()
+        conn.detach()
         req.upstream = None
         conn.member.inflight -= 1
         conn.req = None
@@ -863,7 +864,7 @@ class ClientConn(asyncio.Protocol):
 
     def tunnel_closed(self) -> None:
         self.tunnel_to = None
-        self._close()
+        self.close_now()
 
     def response_head(self, conn: UpstreamConn, status: int) -> None:
         req = conn.req
@@ -1001,7 +1002,7 @@ class ClientConn(asyncio.Protocol):
             up.member.inflight -= 1
             up.close()
         if req.head_sent:
-            self._close()
+            self.close_now()
             return
         req.keep_alive = False
         self.stopped = True
@@ -1058,7 +1059,7 @@ class ClientConn(asyncio.Protocol):
         self._finish_log(req)
         self.current = None
         if not req.keep_alive or self.closing:
-            self._close()
+            self.close_now()
             return
         if self.transport is not None:
             self.transport.resume_reading()
@@ -1117,7 +1118,7 @@ class HttpListener:
     async def aclose(self) -> None:
         """Close every client and busy upstream connection of this listener (server stop)."""
         for client in list(self.clients):
-            client._close()
+            client.close_now()
             if client.tunnel_to is not None:
                 client.tunnel_to.close()
         for conn in list(self.active):
