@@ -202,6 +202,7 @@ def request_framing(
     websocket = (
         b"upgrade" in tokens
         and method == b"GET"
+        and version == "1.1"  # RFC 6455 4.1
         and any(t.strip().lower() == b"websocket" for u in upgrade for t in u.split(b","))
     )
     nominated = frozenset(t for t in tokens if t not in PROTECTED)
