@@ -7,7 +7,10 @@ each, then run 2 of each ...), so a noisy neighbour hits all of them alike; medi
 p50 and p99 are printed with gslb's ratio to nginx.
 
     .venv/bin/python bench/proxy/run.py [--duration 5] [--runs 3] [--connections 64]
-        [--rows 1k,16k,gzip,tls] [--only gslb,nginx,haproxy]
+        [--rows 1k,16k,gzip,tls] [--only gslb,nginx,haproxy] [--baseline DIR]
+
+--baseline DIR adds a row "gslb-base" for another checkout's gslb package (e.g. `git archive
+<commit> gslb | tar -x -C DIR`), to compare two versions in the same run.
 
 Needs: apt-get install -y wrk haproxy nginx openssl (taskset is util-linux). Loopback only.
 """
@@ -166,6 +169,7 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--rows", default="1k,16k,gzip,tls")
     ap.add_argument("--only", default="gslb,nginx,haproxy")
+    ap.add_argument("--baseline", help="directory holding another version's gslb package")
     args = ap.parse_args()
     for tool in ("wrk", "nginx", "haproxy", "taskset", "openssl"):
         if shutil.which(tool) is None:
@@ -196,16 +200,12 @@ def main() -> int:
     )
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(cmd: list[str], port: int) -> subprocess.Popen[bytes]:
+    def start(cmd: list[str], port: int, root: Path = ROOT) -> subprocess.Popen[bytes]:
         # stderr to a file, never a pipe: a chatty proxy would block on a full pipe.
         log = tmp / f"{port}.log"
+        env = {**os.environ, "PYTHONPATH": str(root), "PYTHONDONTWRITEBYTECODE": "1"}
         with log.open("wb") as err:
-            proc = subprocess.Popen(
-                cmd,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                env={**os.environ, "PYTHONPATH": str(ROOT)},
-            )
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
         procs.append(proc)
         try:
             wait_port(port)
@@ -227,7 +227,7 @@ def main() -> int:
 
     def command(name: str, listen: int, tls: bool, gzip: bool) -> list[str]:
         pin = ["taskset", "-c", PROXY_CORE]
-        if name == "gslb":
+        if name in ("gslb", "gslb-base"):
             cfg = tmp / f"gslb-{listen}.yaml"
             tls_yaml = (
                 f', mode: https, certificates: [{{hosts: [bench], cert: "{cert}", key: "{key}"}}]'
@@ -282,6 +282,8 @@ def main() -> int:
         raise ValueError(f"unknown proxy {name}")
 
     names = args.only.split(",")
+    if args.baseline:
+        names.insert(1, "gslb-base")
     table: list[tuple[str, str, float, float, float]] = []
     try:
         backend = ["taskset", "-c", LOAD_CORE, "nginx", "-c", str(tmp / "backend.conf")]
@@ -292,7 +294,8 @@ def main() -> int:
             running: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
             for name in names:
                 listen = free_port()
-                running[name] = (start(command(name, listen, tls, gzip), listen), "")
+                root = Path(args.baseline) if name == "gslb-base" else ROOT
+                running[name] = (start(command(name, listen, tls, gzip), listen, root), "")
                 url = f"{scheme}://127.0.0.1:{listen}{path}"
                 running[name] = (running[name][0], url)
                 wrk(url, 1, args.connections, headers)  # warm-up
@@ -315,7 +318,7 @@ def main() -> int:
                 )
                 table.append((row, name, *med))
                 print(
-                    f"  {row:5} {name:8} {med[0]:9.0f} req/s  p50 {med[1]:7.2f} ms"
+                    f"  {row:5} {name:9} {med[0]:9.0f} req/s  p50 {med[1]:7.2f} ms"
                     f"  p99 {med[2]:7.2f} ms",
                     flush=True,
                 )
@@ -327,15 +330,14 @@ def main() -> int:
         f"\nmedians of {args.runs} x {args.duration}s, wrk -t1 -c{args.connections}; "
         f"proxy alone on core {PROXY_CORE}, wrk + backends on core {LOAD_CORE}"
     )
-    print(
-        f"{'row':6}{'proxy':9}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'x nginx':>9}{'p99/nginx':>11}"
-    )
+    head = ("row", "proxy", "req/s", "p50 ms", "p99 ms", "x nginx", "p99/nginx")
+    print("{:6}{:10}{:>9}{:>9}{:>9}{:>9}{:>11}".format(*head))
     nginx = {row: (rps, p99) for row, name, rps, _p50, p99 in table if name == "nginx"}
     for row, name, rps, p50, p99 in table:
         ref = nginx.get(row)
         ratio = f"{rps / ref[0]:.2f}" if ref and ref[0] else "-"
         tail = f"{p99 / ref[1]:.2f}" if ref and ref[1] else "-"
-        print(f"{row:6}{name:9}{rps:9.0f}{p50:9.2f}{p99:9.2f}{ratio:>9}{tail:>11}")
+        print(f"{row:6}{name:10}{rps:9.0f}{p50:9.2f}{p99:9.2f}{ratio:>9}{tail:>11}")
     return 0
 
 
