@@ -349,6 +349,7 @@ class ClientConn(asyncio.Protocol):
         self.current: _Req | None = None  # being proxied
         self.pending: deque[_Req] = deque()
         self.stopped = False  # parsing ended (bad framing): answer what is queued, then close
+        self.starting = False  # _next is running
         self.tunnel_buf: bytearray | None = None  # bytes after a websocket upgrade request
         self.tunnel_to: UpstreamConn | None = None
         self.handshaking = False
@@ -656,11 +657,19 @@ class ClientConn(asyncio.Protocol):
 
     # -- request handling
     def _next(self) -> None:
-        while self.current is None and self.pending and not self.closing:
-            req = self.pending.popleft()
-            if self.transport is not None and len(self.pending) <= MAX_PIPELINE:
-                self.transport.resume_reading()
-            self._start(req)
+        # One loop, never recursion: thousands of pipelined requests answered by the proxy
+        # itself would otherwise nest _start -> _finish -> _next that deep.
+        if self.starting:
+            return
+        self.starting = True
+        try:
+            while self.current is None and self.pending and not self.closing:
+                req = self.pending.popleft()
+                if self.transport is not None and len(self.pending) <= MAX_PIPELINE:
+                    self.transport.resume_reading()
+                self._start(req)
+        finally:
+            self.starting = False
 
     def _start(self, req: _Req) -> None:
         self.current = req

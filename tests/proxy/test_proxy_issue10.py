@@ -608,3 +608,11 @@ async def test_max_forwards_and_trace(raw: Make) -> None:
     assert [r.status for r in got.responses] == [200, 200, 405]
     assert got.responses[0].header("Allow") and b"secret" not in got.raw
     assert b.targets() == ["/x"] and b.seen[0].header("Max-Forwards") == ["2"]
+
+
+async def test_thousands_of_pipelined_local_answers(raw: Make) -> None:
+    port, (b,) = await raw()
+    n = 3000
+    got = await exchange(port, b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n" * n, n, timeout=30)
+    assert len(got.responses) == n and all(r.status == 200 for r in got.responses)
+    assert not got.closed
