@@ -230,12 +230,20 @@ def response_framing(
     """`upstream_length`: the upstream framed its body with a Content-Length we forward;
     `recoded`: the proxy changes the body (compression), so that length no longer holds."""
     if request_method == b"HEAD" or status in (204, 304) or status < 200:
-        return ResponseFraming("none", keep_alive)
+        return _FRAMINGS["none", keep_alive]
     if upstream_length and not recoded:
-        return ResponseFraming("length", keep_alive)
+        return _FRAMINGS["length", keep_alive]
     if client_version != "1.0":
-        return ResponseFraming("chunked", keep_alive)
-    return ResponseFraming("close", False)  # HTTP/1.0 without a length: the close ends it
+        return _FRAMINGS["chunked", keep_alive]
+    return _FRAMINGS["close", False]  # HTTP/1.0 without a length: the close ends it
+
+
+# The few possible answers, made once (this runs for every response).
+_FRAMINGS = {
+    (mode, keep): ResponseFraming(mode, keep)
+    for mode in ("none", "length", "chunked", "close")
+    for keep in (False, True)
+}
 
 
 _TOKEN_DELETE = bytes(sorted(_TOKEN_CHARS))

@@ -53,53 +53,51 @@ class _Stop(Exception):
 
 
 class _Req:
-    """One client request on its way through the proxy."""
+    """One client request on its way through the proxy. Defaults live on the class, so making
+    one per request sets only what differs."""
 
-    __slots__ = (
-        "url", "headers", "view", "reply", "keep_alive", "chunked", "complete", "head_size",
-        "body", "body_size", "replay", "too_large", "route", "pool", "order", "attempt",
-        "sticky", "upstream", "started", "sent_any", "head_sent", "status", "bytes_out",
-        "member", "retrying", "counted", "reject", "websocket", "stale", "mode", "compressor",
-        "store_ttl", "store_headers", "kept", "store_size", "waiting",
-    )  # fmt: skip
+    url = b""
+    headers: list[tuple[bytes, bytes]]
+    view: RequestView | None = None
+    reply: Reply | None = None  # answered by the proxy (refused framing)
+    keep_alive = True
+    chunked = False
+    complete = False
+    head_size = 0
+    body: list[bytes]
+    body_size = 0
+    replay: list[bytes] | None
+    too_large = False
+    route: RouteSpec | None = None
+    pool: Pool | None = None
+    order: list[Member]
+    attempt = 0
+    sticky: Member | None = None
+    upstream: UpstreamConn | None = None
+    started = 0.0
+    sent_any = False  # some of the body went to an upstream and cannot be resent
+    head_sent = False  # the response head went to the client
+    status = 0
+    bytes_out = 0
+    member = "-"
+    retrying = False
+    counted = False
+    reject = 0
+    websocket = False
+    stale: Entry | None = None  # an expired cache entry being revalidated
+    mode = "none"  # response framing towards the client
+    compressor: Compressor | None = None
+    store_ttl: float | None = None
+    store_headers: Any = None
+    kept: list[bytes] | None = None  # the response body kept for the cache
+    store_size = 0
+    waiting = False  # for a free connection slot of its member
 
     def __init__(self) -> None:
-        self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.view: RequestView | None = None
-        self.reply: Reply | None = None  # answered by the proxy (refused framing)
-        self.keep_alive = True
-        self.chunked = False
-        self.complete = False
-        self.head_size = 0
-        self.body: list[bytes] = []  # received, not yet written upstream
-        self.body_size = 0
-        self.replay: list[bytes] | None = []  # everything received, while small enough
-        self.too_large = False
-        self.route: RouteSpec | None = None
-        self.pool: Pool | None = None
-        self.order: list[Member] = []
-        self.attempt = 0
-        self.sticky: Member | None = None
-        self.upstream: UpstreamConn | None = None
-        self.started = 0.0
-        self.sent_any = False  # some of the body went to an upstream and cannot be resent
-        self.head_sent = False  # the response head went to the client
-        self.status = 0
-        self.bytes_out = 0
-        self.member = "-"
-        self.retrying = False
-        self.counted = False
-        self.reject = 0
-        self.websocket = False
-        self.stale: Entry | None = None  # an expired cache entry being revalidated
-        self.mode = "none"  # response framing towards the client
-        self.compressor: Compressor | None = None
-        self.store_ttl: float | None = None
-        self.store_headers: Any = None
-        self.kept: list[bytes] | None = None  # the response body kept for the cache
-        self.store_size = 0
-        self.waiting = False  # for a free connection slot of its member
+        self.headers = []
+        self.body = []  # received, not yet written upstream
+        self.replay = []  # everything received, while small enough
+        self.order = []
 
 
 class UpstreamConn(asyncio.Protocol):
