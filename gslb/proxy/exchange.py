@@ -43,6 +43,7 @@ FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-h
 CONDITIONAL = frozenset(
     {b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since", b"if-range"}
 )
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})  # names no other header
 _UNRESERVED = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~")
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 
@@ -706,7 +707,8 @@ class Exchange:
             for n, v in headers:
                 lname = n.lower()
                 if lname in drop:
-                    named = named or lname == b"connection"
+                    if lname == b"connection" and v.lower() not in _PLAIN_CONNECTION:
+                        named = True  # it may name more headers: filtered below
                     continue
                 dated = dated or lname == b"date"
                 lines.append(n + b": " + v + b"\r\n")
