@@ -95,6 +95,8 @@ def normalise_path(path: bytes) -> bytes:
 
 def normalise_target(target: bytes) -> tuple[bytes, bytes]:
     """Origin-form target -> (normalised target, normalised path)."""
+    if b"%" not in target and b"/." not in target:
+        return target, (target.split(b"?", 1)[0] if b"?" in target else target)  # most
     if target == b"*":
         return target, target
     path, q, query = target.partition(b"?")
@@ -262,6 +264,7 @@ class Exchange:
         self.hide = frozenset(h.lower().encode() for h in settings.hide_headers)
         self.response_drop = HOP_BY_HOP | self.hide | {b"content-length"}
         self.request_drop = HOP_BY_HOP | FORWARDED | {b"expect", b"host"}
+        self._forwarding_cache: dict[tuple[str, bytes, bytes], bytes] = {}
         self._date_second = -1
         self._date_line = b""
         routes = settings.routes
@@ -604,13 +607,12 @@ class Exchange:
             host if host and self.settings.preserve_host else member.name.encode(),
             b"\r\n",
         )
-        trust = self.forwarded_from_trusted(view.ip)
         xff_in: list[bytes] = []
         fwd_in: list[bytes] = []
         for name, value in view.headers:
             lname = name.lower()
             if lname in drop:
-                if trust:
+                if lname in FORWARDED and self.forwarded_from_trusted(view.ip):
                     if lname == b"x-forwarded-for":
                         xff_in.append(value.strip())
                     elif lname == b"forwarded":
@@ -619,16 +621,18 @@ class Exchange:
             parts += (name, b": ", value, b"\r\n")
         for name, value in extra:
             parts += (name, b": ", value, b"\r\n")
-        ip = view.ip.encode()
-        proto = view.proto
-        xff = b", ".join((*xff_in, ip))
-        parts += (b"X-Forwarded-For: ", xff, b"\r\nX-Forwarded-Proto: ", proto, b"\r\n")
-        node = b'"[' + ip + b']"' if b":" in ip else ip
-        element = b"for=" + node + b";proto=" + proto
-        if host:
-            parts += (b"X-Forwarded-Host: ", host, b"\r\n")
-            element += b";host=" + quote_forwarded(host)
-        parts += (b"Forwarded: ", b", ".join((*fwd_in, element)), b"\r\n", VIA)
+        if xff_in or fwd_in:
+            parts.append(self._forwarding(view.ip, host, view.proto, xff_in, fwd_in))
+        else:
+            # The common case, a chain that starts here, depends on (client, host, scheme) only.
+            key = (view.ip, host, view.proto)
+            block = self._forwarding_cache.get(key)
+            if block is None:
+                if len(self._forwarding_cache) >= 4096:
+                    self._forwarding_cache.clear()
+                block = self._forwarding(view.ip, host, view.proto, (), ())
+                self._forwarding_cache[key] = block
+            parts.append(block)
         if hops is not None:
             parts += (b"Max-Forwards: ", hops, b"\r\n")
         if upgrade:
@@ -636,6 +640,22 @@ class Exchange:
         elif framing.chunked:
             parts.append(b"Transfer-Encoding: chunked\r\n")
         parts.append(b"\r\n")
+        return b"".join(parts)
+
+    @staticmethod
+    def _forwarding(
+        client: str, host: bytes, proto: bytes, xff_in: Iterable[bytes], fwd_in: Iterable[bytes]
+    ) -> bytes:
+        """X-Forwarded-For/-Proto/-Host, Forwarded (RFC 7239) and Via for one request."""
+        ip = client.encode()
+        parts = [b"X-Forwarded-For: ", b", ".join((*xff_in, ip)), b"\r\n"]
+        parts += (b"X-Forwarded-Proto: ", proto, b"\r\n")
+        node = b'"[' + ip + b']"' if b":" in ip else ip
+        element = b"for=" + node + b";proto=" + proto
+        if host:
+            parts += (b"X-Forwarded-Host: ", host, b"\r\n")
+            element += b";host=" + quote_forwarded(host)
+        parts += (b"Forwarded: ", b", ".join((*fwd_in, element)), b"\r\n", VIA)
         return b"".join(parts)
 
     # -- response head towards the client

@@ -59,6 +59,12 @@ class RequestFraming:
     nominated: frozenset[bytes]  # header names the client's Connection lines made hop-by-hop
 
 
+_NONE: frozenset[bytes] = frozenset()
+_FRAMING_FIELDS = frozenset(
+    {b"host", b"connection", b"transfer-encoding", b"content-length", b"expect", b"upgrade"}
+)
+
+
 def connection_tokens(values: list[bytes]) -> frozenset[bytes]:
     """Every token of every Connection line, lower case."""
     out = set()
@@ -138,6 +144,8 @@ def request_framing(
     upgrade: list[bytes] = []
     for name, value in headers:
         lname = name.lower()
+        if lname not in _FRAMING_FIELDS:
+            continue
         if lname == b"host":
             hosts.append(value.strip())
         elif lname == b"connection":
@@ -163,7 +171,7 @@ def request_framing(
         return Refusal(400, "a fragment in the request target")
     if len(hosts) > 1:
         return Refusal(400, "more than one Host header")  # RFC 9112 3.2
-    absolute = split_absolute(target)
+    absolute = None if target[:1] == b"/" else split_absolute(target)
     if absolute is not None:
         host, target = absolute  # RFC 9112 3.2.2: the target's authority wins over Host
         if not valid_host(host):
@@ -191,7 +199,7 @@ def request_framing(
         chunked = True
         if version == "1.0":
             keep_alive = False  # RFC 9112 6.1: faulty framing in 1.0; close after it
-    tokens = connection_tokens(conn_lines)
+    tokens = connection_tokens(conn_lines) if conn_lines else _NONE
     if b"close" in tokens:
         keep_alive = False
     expect_continue = False
@@ -200,12 +208,13 @@ def request_framing(
             return Refusal(417, "expectation failed")
         expect_continue = chunked or bool(length)
     websocket = (
-        b"upgrade" in tokens
+        bool(upgrade)
+        and b"upgrade" in tokens
         and method == b"GET"
         and version == "1.1"  # RFC 6455 4.1
         and any(t.strip().lower() == b"websocket" for u in upgrade for t in u.split(b","))
     )
-    nominated = frozenset(t for t in tokens if t not in PROTECTED)
+    nominated = tokens - PROTECTED if tokens else _NONE
     return RequestFraming(
         host, target, keep_alive, chunked, length, expect_continue, websocket, nominated
     )

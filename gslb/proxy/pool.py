@@ -116,8 +116,11 @@ class Pool:
         """Eligible members in the balancer's order: the first is the pick, the rest fallbacks."""
         members = self.eligible()
         balancer = self.balancer
-        if self._ramp is not None and any(m.weight != m.base_weight for m in members):
-            balancer = self._ramp
+        ramp = self._ramp
+        # Weights move only during slow start: no scan of the members otherwise.
+        if ramp is not None and self.spec.slow_start > 0:
+            if any(m.weight != m.base_weight for m in members):
+                balancer = ramp
         return [members[i] for i in balancer.order(members, key)]
 
     def report(self, member: Member, ok: bool, latency: float | None = None) -> None:
