@@ -721,7 +721,7 @@ class Exchange:
             ]
         else:
             drop = self.response_drop
-            lines = []
+            lines = []  # pieces of header lines, joined once below
             named = False
             dated = False
             for n, v in headers:
@@ -730,14 +730,18 @@ class Exchange:
                     if lname == b"connection" and v.lower() not in _PLAIN_CONNECTION:
                         named = True  # it may name more headers: filtered below
                     continue
-                dated = dated or lname == b"date"
-                lines.append(n + b": " + v + b"\r\n")
-            if not dated:
-                lines.append(self.date_line())  # RFC 9110 6.6.1: added when missing
+                if lname == b"date":
+                    dated = True
+                lines += (n, b": ", v, b"\r\n")
             nominated = connection_nominated(headers) if named else None
             if nominated:  # rare: headers the upstream's Connection made hop-by-hop
                 drop = drop | nominated
-                lines = [n + b": " + v + b"\r\n" for n, v in headers if n.lower() not in drop]
+                lines = []
+                for n, v in headers:
+                    if n.lower() not in drop:
+                        lines += (n, b": ", v, b"\r\n")
+            if not dated:
+                lines.append(self.date_line())  # RFC 9110 6.6.1: added when missing
         head = [b"HTTP/1.1 %d " % status, reason_text or reason(status), b"\r\n", *lines, VIA]
         if spec.persistence == "cookie" and sticky is not member:
             token = self.cookies[pool.name].encode(member.name).encode()
