@@ -727,12 +727,25 @@ class ClientConn(asyncio.Protocol):
         if not conns.may_open():
             req.waiting = True  # max_connections: wait for a connection of this member
             conns.wait(lambda: self._resume(req, member))
+            loop = asyncio.get_running_loop()
+            loop.call_later(pool.spec.connect_timeout, self._wait_expired, req, member)
             return
         conns.opened()
         member.inflight += 1
         task = asyncio.ensure_future(self._connect(req, member, pool))
         self.listener.tasks.add(task)
         task.add_done_callback(self.listener.tasks.discard)
+
+    def _wait_expired(self, req: _Req, member: Member) -> None:
+        """No connection of `member` came free in time: the next member, or 503."""
+        if self.current is not req or not req.waiting or self.closing:
+            return
+        req.waiting = False  # its entry in the member's waiters passes the slot on
+        log.info("no free connection to %s within the connect timeout", member.name)
+        req.status = 503
+        req.attempt += 1
+        self._attempt(req)
+        self.flush()
 
     def _resume(self, req: _Req, member: Member) -> None:
         if self.current is not req or not req.waiting or self.closing:

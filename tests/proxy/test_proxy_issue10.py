@@ -616,3 +616,22 @@ async def test_thousands_of_pipelined_local_answers(raw: Make) -> None:
     got = await exchange(port, b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n" * n, n, timeout=30)
     assert len(got.responses) == n and all(r.status == 200 for r in got.responses)
     assert not got.closed
+
+
+async def test_waiting_for_a_full_member_times_out_to_503(raw: Make) -> None:
+    held: list[Seen] = []
+
+    def never(req: Seen) -> tuple[bytes, bool]:
+        held.append(req)
+        return b"", False  # keeps its one connection busy
+
+    port, (b,) = await raw(handler=never, pool_kw={"max_connections": 1, "connect_timeout": 0.3})
+    first = asyncio.ensure_future(exchange(port, GET % b"busy", 1, timeout=3))
+    deadline = time.monotonic() + 5
+    while not held and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    start = time.monotonic()
+    got = await exchange(port, GET % b"next", 1, timeout=5)
+    assert got.responses[0].status == 503 and time.monotonic() - start < 3
+    assert b.targets() == ["/busy"] and b.connections == 1
+    first.cancel()
