@@ -182,6 +182,7 @@ class Reply:
     extra: bytes = b""  # more header lines, CRLF-terminated
     close: bool = False
     head_only: bool = False
+    dated: bool = False  # `extra` holds the Date already (a cached response keeps its own)
 
     def render(self, keep_alive: bool, head: bool = False, date: bytes = b"") -> bytes:
         """`date`: a "Date: ...CRLF" line (RFC 9110 6.6.1), from Exchange.date_line()."""
@@ -190,7 +191,7 @@ class Reply:
         return b"".join(
             (
                 b"HTTP/1.1 %d %s\r\n" % (self.status, reason(self.status)),
-                date,
+                b"" if self.dated else date,
                 b"Content-Type: " + self.content_type + b"\r\n",
                 b"Content-Length: %d\r\n" % len(self.body),
                 b"Connection: " + conn + b"\r\n",
@@ -475,9 +476,11 @@ class Exchange:
             for k, v in headers.items()
             if k.lower().encode() not in HOP_BY_HOP
         )
+        dated = "Date" in headers
         if status == 304:
-            return Reply(304, b"", ctype.encode("latin-1"), extra, head_only=True)
-        return Reply(status, body, ctype.encode("latin-1"), extra, head_only=view.method == b"HEAD")
+            return Reply(304, b"", ctype.encode("latin-1"), extra, head_only=True, dated=dated)
+        head_only = view.method == b"HEAD"
+        return Reply(status, body, ctype.encode("latin-1"), extra, head_only=head_only, dated=dated)
 
     def revalidated(
         self, view: RequestView, route: RouteSpec, entry: Entry, headers: list[tuple[bytes, bytes]]

@@ -635,3 +635,18 @@ async def test_waiting_for_a_full_member_times_out_to_503(raw: Make) -> None:
     assert got.responses[0].status == 503 and time.monotonic() - start < 3
     assert b.targets() == ["/busy"] and b.connections == 1
     first.cancel()
+
+
+async def test_cache_hit_keeps_one_date(raw: Make) -> None:
+    def dated(req: Seen) -> tuple[bytes, bool]:
+        return (
+            b"HTTP/1.1 200 OK\r\nDate: Mon, 30 Nov 2026 10:00:00 GMT\r\nContent-Length: 2\r\n"
+            b"Cache-Control: max-age=60\r\n\r\nok",
+            False,
+        )
+
+    port, (b,) = await raw(routes=(RouteSpec(pool="p", cache=True),), handler=dated)
+    for how in ("MISS", "HIT"):
+        r = (await exchange(port, GET % b"d", 1)).responses[0]
+        assert r.header("X-Cache") == how
+        assert r.all("Date") == ["Mon, 30 Nov 2026 10:00:00 GMT"]
