@@ -202,6 +202,10 @@ def request_framing(
     tokens = connection_tokens(conn_lines) if conn_lines else _NONE
     if b"close" in tokens:
         keep_alive = False
+    if upgrade and b"upgrade" in tokens and (chunked or length):
+        # llhttp switches protocols right after such a head, leaving the body unread: the body
+        # would become the next request. Refused rather than framed two ways.
+        return Refusal(400, "an upgrade request with a body")
     expect_continue = False
     if expect is not None and version != "1.0":
         if expect != b"100-continue":

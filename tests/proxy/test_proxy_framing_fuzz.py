@@ -1,5 +1,5 @@
 """Randomised framing test: pipelined requests mixing Content-Length, Transfer-Encoding,
-Connection, Host, Expect and HTTP versions, sent over a raw socket to a running proxy.
+Connection, Host, Expect, Upgrade and HTTP versions, sent over a raw socket to a running proxy.
 
 Whatever the proxy decides to forward: each client request reaches the backend at most once,
 with unambiguous framing (the backend's strict parser never fails, one Host, never CL with TE),
@@ -71,6 +71,7 @@ def request_specs(draw: st.DrawFn) -> dict[str, object]:
         "expect": draw(st.sampled_from(EXPECTS)),
         "version": draw(st.sampled_from(VERSIONS)),
         "body": draw(st.sampled_from([b"", b"abc", EVIL])),
+        "upgrade": draw(st.sampled_from([None, b"h2c", b"websocket"])),
     }
 
 
@@ -95,6 +96,8 @@ def build(i: int, spec: dict[str, object]) -> bytes:
         head.append(b"Connection: " + line)
     if spec["expect"]:
         head.append(b"Expect: " + spec["expect"])  # type: ignore[operator]
+    if spec["upgrade"]:
+        head.append(b"Upgrade: " + spec["upgrade"])  # type: ignore[operator]
     head.append(b"X-Drop: 1")
     body: bytes = spec["body"]  # type: ignore[assignment]
     framing = spec["framing"]

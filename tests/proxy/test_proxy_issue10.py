@@ -650,3 +650,14 @@ async def test_cache_hit_keeps_one_date(raw: Make) -> None:
         r = (await exchange(port, GET % b"d", 1)).responses[0]
         assert r.header("X-Cache") == how
         assert r.all("Date") == ["Mon, 30 Nov 2026 10:00:00 GMT"]
+
+
+async def test_upgrade_with_a_body_is_refused(raw: Make) -> None:
+    port, (b,) = await raw()
+    data = (
+        b"GET /a HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: h2c\r\n"
+        b"Content-Length: 3\r\n\r\nabc"
+    ) + GET % b"b"
+    got = await exchange(port, data, 2)
+    assert [r.status for r in got.responses] == [400] and got.closed
+    assert b.seen == []
