@@ -437,9 +437,12 @@ async def test_start_rejects_empty_token_and_busy_port(serve, node) -> None:
 
 async def test_proxy_registry_joins_as_extra_collector(serve, http) -> None:
     # The proxy keeps its own CollectorRegistry; the lead passes it straight in.
-    from gslb.proxy import metrics as proxy_metrics
+    from gslb.proxy.metrics import ProxyMetrics
 
-    server = await serve(extra_collectors=[proxy_metrics.REGISTRY])
+    proxy_metrics = ProxyMetrics()
+    proxy_metrics.request("p", 200)  # a family without samples is not exposed
+    proxy_metrics.upstream("p", "m", "2xx", 0.001)
+    server = await serve(extra_collectors=[proxy_metrics.registry])
     async with http.get(server.url + "/metrics") as r:
         fams = families(await r.text())
     assert {"gslb_proxy_requests", "gslb_proxy_upstream_seconds"} <= set(fams)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import zlib
 
-import brotli
+import brotli  # type: ignore[import-untyped]
 from multidict import CIMultiDict, CIMultiDictProxy
 
 COMPRESSIBLE_PREFIXES = ("text/",)
@@ -81,10 +81,10 @@ class Compressor:
 
     def feed(self, data: bytes) -> bytes:
         if self.encoding == "br":
-            return self._br.process(data)
+            return bytes(self._br.process(data))
         return self._gz.compress(data)
 
     def finish(self) -> bytes:
         if self.encoding == "br":
-            return self._br.finish()
+            return bytes(self._br.finish())
         return self._gz.flush()

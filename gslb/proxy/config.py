@@ -46,6 +46,7 @@ TOP_KEYS = {
     "access_log",
     "preserve_host",
     "trust_forwarded",
+    "trusted_proxies",
     "cookie_secret",
     "compress_min_bytes",
 }
@@ -223,6 +224,13 @@ def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
         return str(value)
 
     return convert
+
+
+def _access_log(value: Any) -> str:
+    # YAML 1.1 reads an unquoted `off` as false: that is what the operator meant.
+    if value is False:
+        return "off"
+    return _choice(("off", "combined", "json"))(value)
 
 
 def _path(value: Any) -> str | None:
@@ -628,9 +636,10 @@ def settings_from_data(data: Any, region: str) -> ProxySettings:
         "status_path": status_path,
         "metrics_path": metrics_path,
         "admin_token": g(top, "admin_token", "proxy", _string, "") or None,
-        "access_log": g(top, "access_log", "proxy", _choice(("off", "combined", "json")), "off"),
+        "access_log": g(top, "access_log", "proxy", _access_log, "off"),
         "preserve_host": g(top, "preserve_host", "proxy", _bool, True),
         "trust_forwarded": g(top, "trust_forwarded", "proxy", _bool, False),
+        "trusted_proxies": g(top, "trusted_proxies", "proxy", _cidrs, ()),
         "cookie_secret": g(top, "cookie_secret", "proxy", _string, ""),
         "compress_min_bytes": g(top, "compress_min_bytes", "proxy", _size, 256),
     }
@@ -651,7 +660,7 @@ def settings_from_data(data: Any, region: str) -> ProxySettings:
         routes=routes_t,
         pools=pools_d,
         limits=limits_r,
-        **settings_kwargs,  # type: ignore[arg-type]
+        **settings_kwargs,
     )
 
 

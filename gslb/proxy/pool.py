@@ -20,6 +20,7 @@ from ..health.state import CheckResult, RiseFall
 from .balancers import SmoothWeightedRoundRobin, make_balancer
 from .outlier import OutlierState, RetryBudget, record_outcome, slow_start_factor
 from .settings import CheckSpec, MemberSpec, PoolSpec
+from .upstream import MemberConnections
 from .upstream_tls import client_context
 from .upstream_tls import server_name as upstream_server_name
 
@@ -49,8 +50,8 @@ class Member:
         self.outlier = OutlierState()
         self.up_since: float | None = None  # monotonic time of the last return to service
         self.last_check_error = ""
-        self.idle: list[Any] = []  # fast path: idle keep-alive connections to this member
-        self.metrics: dict[str, Any] = {}  # cached labelled metric children
+        # Every transport's connections to this member: keep-alive, max_connections, waiters.
+        self.conns = MemberConnections(pool.max_connections, pool.keepalive_timeout)
 
     def observe_latency(self, seconds: float) -> None:
         self.ewma = seconds if self.ewma == 0 else self.ewma + EWMA_ALPHA * (seconds - self.ewma)
@@ -115,8 +116,11 @@ class Pool:
         """Eligible members in the balancer's order: the first is the pick, the rest fallbacks."""
         members = self.eligible()
         balancer = self.balancer
-        if self._ramp is not None and any(m.weight != m.base_weight for m in members):
-            balancer = self._ramp
+        ramp = self._ramp
+        # Weights move only during slow start: no scan of the members otherwise.
+        if ramp is not None and self.spec.slow_start > 0:
+            if any(m.weight != m.base_weight for m in members):
+                balancer = ramp
         return [members[i] for i in balancer.order(members, key)]
 
     def report(self, member: Member, ok: bool, latency: float | None = None) -> None:

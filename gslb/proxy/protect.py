@@ -73,3 +73,30 @@ def header_limits_status(
     if (max_count and count > max_count) or (max_bytes and size > max_bytes):
         return 431
     return None
+
+
+class ConnectionGuard:
+    """Total and per-client connection counts (the pure part of connection limiting)."""
+
+    def __init__(self, max_total: int, max_per_client: int) -> None:
+        self.max_total = max_total
+        self.max_per_client = max_per_client
+        self.total = 0
+        self.per_client: dict[str, int] = {}
+
+    def admit(self, ip: str) -> bool:
+        if self.max_total and self.total >= self.max_total:
+            return False
+        if self.max_per_client and self.per_client.get(ip, 0) >= self.max_per_client:
+            return False
+        self.total += 1
+        self.per_client[ip] = self.per_client.get(ip, 0) + 1
+        return True
+
+    def release(self, ip: str) -> None:
+        self.total -= 1
+        left = self.per_client.get(ip, 1) - 1
+        if left <= 0:
+            self.per_client.pop(ip, None)
+        else:
+            self.per_client[ip] = left

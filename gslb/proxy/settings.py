@@ -133,7 +133,7 @@ class ProxySettings:
     hide_headers: tuple[str, ...] = DEFAULT_HIDE_HEADERS
     access_log: str = "off"  # off | combined | json
     preserve_host: bool = True
-    trust_forwarded: bool = False  # keep incoming X-Forwarded-For/Forwarded chains
+    trust_forwarded: bool = False  # keep incoming X-Forwarded-For/Forwarded chains (any peer)
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For/Forwarded are extended
     cookie_secret: str = ""  # HMAC key of persistence cookies; random per start if empty
     compress_min_bytes: int = 256
-    fast_path: bool = True  # plain HTTP forwarding on the httptools path (see fastpath.py)

@@ -12,8 +12,7 @@ from .balancers import extract_key
 
 if TYPE_CHECKING:
     from .pool import Pool
-    from .protect import IpAcl
-    from .server import ConnectionGuard
+    from .protect import ConnectionGuard, IpAcl
 
 log = logging.getLogger("gslb.proxy.tcp")
 BUFFER_HIGH = 256 * 1024  # pause reading when the other side is this far behind
@@ -119,14 +118,18 @@ class TcpRelay:
         key = extract_key(spec.hash_key, ip, {}, {}, "") if spec.balance == "hash" else None
         order = self.pool.choose(key)
         upstream: _Side | None = None
+        # The member's one connection pool bounds TCP relays too (max_connections).
+        order = [m for m in order if m.conns.may_open()]
         for member in order[: 1 + spec.retries]:
             start = time.monotonic()
             member.inflight += 1
+            member.conns.opened()
             try:
                 async with asyncio.timeout(spec.connect_timeout):
                     _, side = await loop.create_connection(_Side, member.host, member.port)
             except (OSError, TimeoutError) as exc:
                 member.inflight -= 1
+                member.conns.closed()
                 self.pool.report(member, False)
                 log.info("tcp: %s unreachable: %s", member.name, exc or "timeout")
                 continue
@@ -152,6 +155,7 @@ class TcpRelay:
             await self._until_closed_or_idle(client, upstream)
         finally:
             member.inflight -= 1
+            member.conns.closed()
 
     async def _until_closed_or_idle(self, client: _Side, upstream: _Side) -> None:
         waiting = {client.closed, upstream.closed}

@@ -18,19 +18,35 @@ class Rule:
     pattern: re.Pattern[str]
 
 
+# Event handler attributes browsers run; a closed list, so "?one=1" is no false positive.
+_HANDLERS = (
+    r"error|load|unload|beforeunload|click|dblclick|auxclick|contextmenu|mouse\w+|pointer\w+"
+    r"|focus\w*|blur|toggle|key\w+|input|change|submit|reset|select|animation\w+"
+    r"|transition\w+|begin|end|repeat|wheel|drag\w*|drop|touch\w+|scroll\w*|resize"
+    r"|hashchange|popstate|message|show|start|copy|cut|paste|search|invalid|play\w*|pause"
+)
+
 RULES = (
-    Rule("traversal-dotdot", re.compile(r"(?:^|[/\\])\.\.(?:[/\\]|$)")),
+    Rule("traversal-dotdot", re.compile(r"(?:^|[/\\])\.\.(?:;[^/\\]*)?(?:[/\\]|$)")),
     Rule("traversal-sensitive", re.compile(r"/etc/(?:passwd|shadow)|boot\.ini|win\.ini", re.I)),
-    Rule("sqli-union", re.compile(r"\bunion\b[\s(/*]+(?:all[\s(/*]+)?select\b", re.I)),
+    Rule(
+        "sqli-union",
+        re.compile(r"\bunion\b[\s(/*]+(?:(?:all|distinct)[\s(/*]+)?select\b", re.I),
+    ),
     Rule(
         "sqli-tautology",
-        re.compile(r"['\"]\s*(?:or|and)\s*['\"]?\s*\d+\s*['\"]?\s*=\s*['\"]?\s*\d+", re.I),
+        re.compile(
+            r"['\"]\s*(?:or|and)\s*['\"]?\s*\d+\s*['\"]?\s*=\s*['\"]?\s*\d+"
+            r"|['\"]\s*(?:or|and)\s+['\"](\w*)['\"]\s*=\s*['\"]\1\b",
+            re.I,
+        ),
     ),
     Rule("sqli-comment", re.compile(r"['\"]\s*;?\s*(?:--|#|/\*)")),
     Rule("sqli-stacked", re.compile(r";\s*(?:drop|delete|insert|update|shutdown)\b", re.I)),
     Rule("xss-script", re.compile(r"<\s*script\b", re.I)),
-    Rule("xss-handler", re.compile(r"\bon(?:error|load|click|mouseover|focus)\s*=", re.I)),
-    Rule("xss-js-uri", re.compile(r"javascript\s*:", re.I)),
+    Rule("xss-handler", re.compile(r"\bon(?:" + _HANDLERS + r")\s*=", re.I)),
+    # Browsers drop tabs and newlines inside a URL scheme: "java\tscript:" is "javascript:".
+    Rule("xss-js-uri", re.compile(r"j\s*a\s*v\s*a\s*s\s*c\s*r\s*i\s*p\s*t\s*:", re.I)),
 )
 
 

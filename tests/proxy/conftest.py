@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import json
 from collections import Counter
@@ -174,16 +173,12 @@ async def backends() -> AsyncIterator[Callable[[int], Awaitable[list[Backend]]]]
         await b.stop()
 
 
-@pytest.fixture(params=["fast", "aiohttp"])
-async def proxy(
-    request: pytest.FixtureRequest,
-) -> AsyncIterator[Callable[..., Awaitable[ProxyServer]]]:
-    """Starts proxies; every test runs on both forwarding paths (httptools and aiohttp)."""
+@pytest.fixture
+async def proxy() -> AsyncIterator[Callable[..., Awaitable[ProxyServer]]]:
+    """Starts proxies (one transport: http1.py over the exchange layer)."""
     started: list[ProxyServer] = []
-    fast = request.param == "fast"
 
     async def make(settings: ProxySettings, **kwargs: object) -> ProxyServer:
-        settings = dataclasses.replace(settings, fast_path=fast)
         server = ProxyServer(settings, **kwargs)  # type: ignore[arg-type]
         started.append(server)
         await server.start()
@@ -210,3 +205,10 @@ async def get_json(session: aiohttp.ClientSession, url: str, **kw: object) -> di
     async with session.get(url, **kw) as resp:  # type: ignore[arg-type]
         assert resp.status == 200, await resp.text()
         return json.loads(await resp.text())
+
+
+def pytest_asyncio_loop_factories(config: object, item: object) -> dict[str, object]:
+    """The proxy runs on uvloop in production (`gslb proxy`): its tests do too."""
+    import uvloop
+
+    return {"uvloop": uvloop.new_event_loop}

@@ -11,8 +11,9 @@ from collections import Counter
 import aiohttp
 from yarl import URL
 
+from gslb.proxy.exchange import match_route
 from gslb.proxy.quick import quick_settings, serve_quick
-from gslb.proxy.server import ProxyServer, match_route, parse_listen
+from gslb.proxy.server import ProxyServer, parse_listen
 from gslb.proxy.settings import PoolSpec, RouteSpec
 
 from .conftest import get_json
@@ -165,8 +166,7 @@ async def test_keepalive_to_client_and_upstream(backends, proxy) -> None:  # typ
             async with session.get(f"http://127.0.0.1:{p.port}/") as resp:
                 assert resp.status == 200
                 await resp.read()
-    if p.settings.fast_path:
-        assert len(p.pools["default"].members[0].idle) == 1
+    assert len(p.pools["default"].members[0].conns.idle) == 1
     # One pooled upstream connection served all five requests.
     assert len(b._runner.server.connections) == 1  # type: ignore[union-attr]
 

@@ -1,5 +1,5 @@
-"""Closed gaps: HEAD keep-alive upstream, pipelined hand-over, upstream TLS, cache revalidation,
-WAF on header values. Every test runs on both forwarding paths (see conftest.py)."""
+"""Closed gaps: HEAD keep-alive upstream, pipelined special requests, upstream TLS, cache
+revalidation, WAF on header values."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from gslb.clock import FakeClock
 from gslb.proxy.quick import quick_settings
 from gslb.proxy.settings import RouteSpec
 
-from .test_proxy_fastpath import exchange
+from .test_proxy_http1 import exchange
 
 
 class CountingUpstream:
@@ -160,7 +160,7 @@ async def test_pipelined_cached_route_then_more_requests(counting, proxy) -> Non
     body = b"x" * 3000
     data = b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n"
     data += b"GET /c/two HTTP/1.1\r\nHost: x\r\n\r\n"
-    # A chunked POST after the hand-over is re-framed on its way to the aiohttp side.
+    # A chunked POST pipelined behind them is forwarded re-framed.
     data += b"POST /three HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
     data += b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
     data += b"GET /four HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"

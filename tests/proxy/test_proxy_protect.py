@@ -226,7 +226,6 @@ async def test_oversize_head_is_431_even_beyond_the_parser_bound(backends, proxy
 
 
 async def test_metrics_exposed(backends, proxy) -> None:  # type: ignore[no-untyped-def]
-    from gslb.proxy.metrics import metrics_text
 
     (b,) = await backends(1)
     p = await proxy(settings_for([b], metrics_path="/metrics"))
@@ -236,7 +235,7 @@ async def test_metrics_exposed(backends, proxy) -> None:  # type: ignore[no-unty
         async with session.get(f"http://127.0.0.1:{p.port}/metrics") as resp:
             text = await resp.text()
     assert "gslb_proxy_requests_total" in text and "gslb_proxy_upstream_seconds_bucket" in text
-    assert b"gslb_proxy_upstream_requests_total" in metrics_text()
+    assert b"gslb_proxy_upstream_requests_total" in p.metrics.text()
 
 
 async def test_admin_token_guards_metrics_and_purge(backends, proxy) -> None:  # type: ignore[no-untyped-def]

@@ -1,4 +1,4 @@
-"""Wire-level behaviour of the httptools forwarding path (and the same on aiohttp's path)."""
+"""Wire-level behaviour of the HTTP/1.1 transport (http1.py)."""
 
 from __future__ import annotations
 
