@@ -166,3 +166,13 @@ def test_dns_command_refuses_to_start_with_a_bad_key_dir(
     )
     assert code == 2
     assert "key directory does not exist" in capsys.readouterr().err
+
+
+def test_ds_of_a_zone_with_only_zone_signing_keys(tmp_path: Path) -> None:
+    """dnssec-keygen without -f KSK makes a ZSK; alone, it is the key the DS points at."""
+    zsk = generate_key(ZONE, sep=False, now=NOW)
+    (ds,) = ds_records([zsk], NOW)
+    assert ds == dns.dnssec.make_ds(ZONE, zsk.dnskey, "SHA256")
+    ksk = generate_key(ZONE, sep=True, now=NOW)
+    (ds,) = ds_records([zsk, ksk], NOW)
+    assert ds.key_tag == ksk.tag

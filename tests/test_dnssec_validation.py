@@ -416,3 +416,31 @@ def test_zonemaster_dnssec_module_passes(keys: Path, tmp_path: Path) -> None:
     assert not problems, text
     assert "uses algorithm number 13" in text, text  # the DNSSEC tests did run
     assert "The zone has NSEC records" in text, text
+
+
+def test_a_zone_signed_by_a_bind_zsk_alone_validates(tmp_path: Path) -> None:
+    """Keys from `dnssec-keygen -a ECDSAP256SHA256 example.test` (no -f KSK): the ZSK signs
+    everything, the DNSKEY RRset included, and the DS points at it."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    subprocess.run(
+        ["dnssec-keygen", "-q", "-K", str(keys), "-a", "ECDSAP256SHA256", "example.test"],
+        check=True,
+        capture_output=True,
+    )
+    for path in keys.glob("*.private"):
+        path.chmod(0o600)
+    options = NodeOptions(
+        zones_dir=str(ROOT / "zones"),
+        listen=["127.0.0.1:0"],
+        health_monitor=False,
+        dnssec_keys=str(keys),
+    )
+    server = ServerThread(options).start()
+    resolver = Unbound(tmp_path / "unbound", server.port, ds_line(keys))
+    try:
+        for name, rdtype in (("static.example.test", "A"), ("nope.example.test", "A")):
+            assert_validated(resolver.ask(name, rdtype), resolver)
+    finally:
+        resolver.stop()
+        server.stop()
