@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -11,7 +12,7 @@ import dns.dnssec
 import dns.name
 import pytest
 
-from gslb.cli import main
+from gslb.cli import main as cli_main
 from gslb.dnssec.keys import (
     ECDSAP256SHA256,
     ED25519,
@@ -26,6 +27,18 @@ from gslb.errors import ConfigError
 
 ZONE = dns.name.from_text("example.test.")
 NOW = 1_800_000_000
+
+
+def main(argv: list[str]) -> int:
+    """`gslb ARGV`, leaving the logging set-up as it was: main() installs its own root
+    handler, which would outlive the test and write into a closed capture stream."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        return cli_main(argv)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 @pytest.mark.parametrize("algorithm", [ECDSAP256SHA256, ED25519])
