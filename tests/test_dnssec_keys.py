@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -11,7 +12,7 @@ import dns.dnssec
 import dns.name
 import pytest
 
-from gslb.cli import main
+from gslb.cli import main as cli_main
 from gslb.dnssec.keys import (
     ECDSAP256SHA256,
     ED25519,
@@ -26,6 +27,18 @@ from gslb.errors import ConfigError
 
 ZONE = dns.name.from_text("example.test.")
 NOW = 1_800_000_000
+
+
+def main(argv: list[str]) -> int:
+    """`gslb ARGV`, leaving the logging set-up as it was: main() installs its own root
+    handler, which would outlive the test and write into a closed capture stream."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        return cli_main(argv)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 @pytest.mark.parametrize("algorithm", [ECDSAP256SHA256, ED25519])
@@ -166,3 +179,13 @@ def test_dns_command_refuses_to_start_with_a_bad_key_dir(
     )
     assert code == 2
     assert "key directory does not exist" in capsys.readouterr().err
+
+
+def test_ds_of_a_zone_with_only_zone_signing_keys(tmp_path: Path) -> None:
+    """dnssec-keygen without -f KSK makes a ZSK; alone, it is the key the DS points at."""
+    zsk = generate_key(ZONE, sep=False, now=NOW)
+    (ds,) = ds_records([zsk], NOW)
+    assert ds == dns.dnssec.make_ds(ZONE, zsk.dnskey, "SHA256")
+    ksk = generate_key(ZONE, sep=True, now=NOW)
+    (ds,) = ds_records([zsk, ksk], NOW)
+    assert ds.key_tag == ksk.tag

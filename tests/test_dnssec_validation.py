@@ -46,9 +46,17 @@ def publish(holder: HealthHolder, down: tuple[str, ...] = ()) -> None:
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port free for both UDP and TCP right now (Unbound binds both)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp_sock:
+            udp_sock.bind(("127.0.0.1", 0))
+            port = int(udp_sock.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp_sock:
+                try:
+                    tcp_sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
 
 
 def ds_line(key_dir: Path) -> str:
@@ -63,8 +71,14 @@ class Unbound:
 
     def __init__(self, directory: Path, gslb_port: int, anchor: str) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
         (directory / "anchor.ds").write_text(anchor + "\n")
+        for _attempt in range(5):  # another process may take the port between check and bind
+            if self._start(directory, gslb_port):
+                return
+        raise RuntimeError(f"unbound did not start: {self.log.read_text()}")
+
+    def _start(self, directory: Path, gslb_port: int) -> bool:
+        self.port = free_port()
         config = f"""\
 server:
   do-daemonize: no
@@ -107,9 +121,12 @@ stub-zone:
             try:
                 probe = dns.message.make_query("id.server.", "TXT", "CH")
                 dns.query.udp(probe, "127.0.0.1", port=self.port, timeout=0.5)
-                break
+                return True
             except (dns.exception.Timeout, OSError):
-                if time.monotonic() > deadline or self.process.poll() is not None:
+                if self.process.poll() is not None:
+                    return False  # e.g. the port was taken meanwhile: try another
+                if time.monotonic() > deadline:
+                    self.stop()
                     raise RuntimeError(f"unbound did not start: {self.log.read_text()}") from None
 
     def ask(
@@ -416,3 +433,31 @@ def test_zonemaster_dnssec_module_passes(keys: Path, tmp_path: Path) -> None:
     assert not problems, text
     assert "uses algorithm number 13" in text, text  # the DNSSEC tests did run
     assert "The zone has NSEC records" in text, text
+
+
+def test_a_zone_signed_by_a_bind_zsk_alone_validates(tmp_path: Path) -> None:
+    """Keys from `dnssec-keygen -a ECDSAP256SHA256 example.test` (no -f KSK): the ZSK signs
+    everything, the DNSKEY RRset included, and the DS points at it."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    subprocess.run(
+        ["dnssec-keygen", "-q", "-K", str(keys), "-a", "ECDSAP256SHA256", "example.test"],
+        check=True,
+        capture_output=True,
+    )
+    for path in keys.glob("*.private"):
+        path.chmod(0o600)
+    options = NodeOptions(
+        zones_dir=str(ROOT / "zones"),
+        listen=["127.0.0.1:0"],
+        health_monitor=False,
+        dnssec_keys=str(keys),
+    )
+    server = ServerThread(options).start()
+    resolver = Unbound(tmp_path / "unbound", server.port, ds_line(keys))
+    try:
+        for name, rdtype in (("static.example.test", "A"), ("nope.example.test", "A")):
+            assert_validated(resolver.ask(name, rdtype), resolver)
+    finally:
+        resolver.stop()
+        server.stop()

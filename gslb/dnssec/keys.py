@@ -401,10 +401,14 @@ def zone_keys(directory: str | Path, zone: dns.name.Name | str) -> list[DnssecKe
     return load_key_dir(directory).get(zone, [])
 
 
+def entry_keys(keys: Iterable[DnssecKey], now: float) -> list[DnssecKey]:
+    """The keys the parent's DS should point at: the published SEP keys, or, in a zone whose
+    keys all lack the SEP flag (`dnssec-keygen` without `-f KSK`), every published key (they
+    sign the DNSKEY RRset then, see signer.py)."""
+    published = [k for k in keys if k.state(now).published]
+    return [k for k in published if k.sep] or published
+
+
 def ds_records(keys: Iterable[DnssecKey], now: float, digest: str = "SHA256") -> list[Any]:
-    """DS rdata for the published SEP keys (what the parent should hold)."""
-    result = []
-    for key in keys:
-        if key.sep and key.state(now).published:
-            result.append(dns.dnssec.make_ds(key.zone, key.dnskey, digest))
-    return result
+    """DS rdata for the zone's entry keys (what the parent should hold)."""
+    return [dns.dnssec.make_ds(k.zone, k.dnskey, digest) for k in entry_keys(keys, now)]

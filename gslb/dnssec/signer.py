@@ -29,7 +29,7 @@ from ..clock import SYSTEM_CLOCK, Clock
 from ..zone.lookup import Kind
 from . import denial
 from .cache import SignatureCache
-from .keys import DnssecKey, KeyState, sign_bytes
+from .keys import DnssecKey, KeyState, entry_keys, sign_bytes
 from .settings import DnssecSettings
 
 log = logging.getLogger("gslb.dnssec")
@@ -377,7 +377,7 @@ def key_records(
     for key in published:
         dnskeys.add(key.dnskey, ttl)
     result = [dnskeys]
-    sep = [k for k in published if k.sep and k.state(now) is not KeyState.RETIRED]
+    sep = [k for k in entry_keys(published, now) if k.state(now) is not KeyState.RETIRED]
     if settings.cds and sep:
         cds = dns.rrset.RRset(zone, dns.rdataclass.IN, CDS)
         cdnskey = dns.rrset.RRset(zone, dns.rdataclass.IN, CDNSKEY)
