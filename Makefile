@@ -25,6 +25,7 @@ run: setup
 
 test: setup system-tools
 	$(BIN)/ruff check gslb tests bench
+	$(BIN)/mypy --strict gslb
 	$(BIN)/python -m pytest -q
 
 lint: setup
@@ -32,8 +33,13 @@ lint: setup
 	$(BIN)/ruff format --check gslb tests bench
 	$(BIN)/mypy --strict gslb
 
+# Benchmarks against peers from Debian's packages (see docs/benchmarks.md for what each needs).
 bench: setup
-	bash bench/dns_bench.sh
+	$(BIN)/python bench/dns_static.py
+	$(BIN)/python bench/dns_gslb.py
+	$(BIN)/python bench/dns_signed.py
+	$(BIN)/python bench/ecs_scope.py
+	$(BIN)/python bench/proxy/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -69,10 +69,16 @@ def _as_list(counters: DnsCounters | Sequence[DnsCounters] | None) -> list[DnsCo
     return list(counters)
 
 
+def _go_float(value: float) -> str:
+    """Prometheus's text form of a bucket bound (prometheus_client's helper is untyped)."""
+    text: str = floatToGoString(value)  # type: ignore[no-untyped-call]
+    return text
+
+
 def _buckets(c: DnsCounters) -> list[tuple[str, float]]:
     """Prometheus histogram buckets: ascending, cumulative, always ending with +Inf."""
     ordered = sorted(c.latency_buckets)
-    out = [(floatToGoString(le), float(n)) for le, n in ordered]
+    out = [(_go_float(le), float(n)) for le, n in ordered]
     if not ordered or not math.isinf(ordered[-1][0]):
         out.append(("+Inf", float(c.latency_count)))
     return out
@@ -316,4 +322,5 @@ class RegistryCollector:
         return []
 
     def collect(self) -> Iterable[Metric]:
-        return self._inner.collect()
+        metrics: Iterable[Metric] = self._inner.collect()
+        return metrics

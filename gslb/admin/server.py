@@ -302,15 +302,15 @@ async def _access_middleware(request: web.Request, handler: Handler) -> web.Stre
             # Browser entry: /?access_token=T sets a session cookie and drops T from the URL.
             offered = request.query.get("access_token")
             if offered is not None and hmac.compare_digest(offered.encode(), cfg.token.encode()):
-                resp = web.HTTPSeeOther("/")
-                resp.set_cookie(
+                redirect = web.HTTPSeeOther("/")
+                redirect.set_cookie(
                     COOKIE,
                     _session_value(cfg.token),
                     httponly=True,
                     samesite="Strict",
                     path="/",
                 )
-                raise resp
+                raise redirect
         if got is None or not _token_ok(got, cfg.token):
             resp = _error(401, "a bearer token is required")
             resp.headers["WWW-Authenticate"] = 'Bearer realm="gslb-admin"'
@@ -425,8 +425,9 @@ async def _events_stream(request: web.Request) -> web.StreamResponse:
         await resp.write(b"retry: 2000\n: connected\n\n")
         last = request.headers.get("Last-Event-ID", "")
         if last.isdigit():
-            for item in [i for i in events.history if i[0] > int(last)]:
-                await resp.write(_sse(item))
+            for past in [i for i in events.history if i[0] > int(last)]:
+                await resp.write(_sse(past))
+        item: tuple[int, dict[str, Any]] | tuple[()] | None
         while True:
             try:
                 item = await asyncio.wait_for(queue.get(), cfg.heartbeat)

@@ -12,9 +12,9 @@ Every rcode decision that is not the zone's lives here too (protocol_rcode, CHAO
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import dns.name
 import dns.rdata
@@ -24,6 +24,10 @@ import dns.rrset
 
 from ..zone.lookup import Kind, LookupResult, ZoneSet
 from . import wire
+
+if TYPE_CHECKING:
+    from ..config.service import Service
+    from ..steering.engine import Decision
 
 CLASS_IN = 1
 CLASS_CH = 3
@@ -37,11 +41,16 @@ CHAOS_ID_NAMES = {b"\x02id\x06server\x00", b"\x08hostname\x04bind\x00"}
 
 
 class Steering(Protocol):
-    """What the answer core needs from gslb.steering (SteeringEngine)."""
+    """What the DNS side needs from gslb.steering (SteeringEngine)."""
 
-    services: Any
+    @property
+    def services(self) -> Mapping[str, Service]: ...
 
-    def decide(self, service: Any, address: bytes, prefix: int) -> Any: ...
+    def decide(self, service: Service, address: bytes, prefix: int) -> Decision: ...
+
+    def transitions(self) -> dict[str, dict[str, dict[str, Any]]]: ...
+
+    def scope_map_state(self, service: str) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -140,7 +149,9 @@ def resolve(
     """What the zones say about (qname, qtype) in class IN."""
     result = zones.lookup(qname, qtype)
     if result.kind is Kind.SERVICE:
-        service = steering.services.get(result.service) if steering is not None else None
+        service = None
+        if steering is not None and result.service is not None:
+            service = steering.services.get(result.service)
         owner = dns.name.from_text(result.service or "")
         if service is not None:
             return ServicePlan(

@@ -198,12 +198,12 @@ def check_ports(listen: list[str]) -> list[str]:
 
 def override_setter(
     node: DnsNode, follower: ClusterFollower | None
-) -> Callable[[str, str, str], Coroutine[Any, Any, None]]:
+) -> Callable[[str, str, str, float], Coroutine[Any, Any, None]]:
     """How this node's admin API sets an override: in etcd (cluster mode), else locally."""
 
     async def set_override(target: str, mode: str, reason: str, drain: float = 0.0) -> None:
         if follower is None:
-            node.monitor.set_override(target, mode, reason, drain=drain)  # type: ignore[arg-type]
+            node.monitor.set_override(target, mode, reason, drain=drain)
             return
         override = (
             None

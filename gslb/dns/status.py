@@ -156,7 +156,7 @@ class NodeStatus:
         services = []
         steering = generation.responder.steering
         # Slow starts and drains in force: {service: {datacenter: {kind, share, progress}}}.
-        ramps = steering.transitions() if hasattr(steering, "transitions") else {}
+        ramps = steering.transitions() if steering is not None else {}
         if config is not None:
             for service_name, service in config.services.items():
                 services.append(
@@ -168,7 +168,7 @@ class NodeStatus:
                         # Widest-scope answer map: off, building (GeoIP-network scopes), ready.
                         "scope_map": (
                             steering.scope_map_state(service_name)
-                            if hasattr(steering, "scope_map_state")
+                            if steering is not None
                             else "off"
                         ),
                     }

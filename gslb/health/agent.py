@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -150,7 +150,11 @@ class Agent:
         return app
 
     @web.middleware
-    async def _require_token(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def _require_token(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
         if self.token is not None and not bearer_matches(request, self.token):
             return web.json_response(
                 {"error": "a bearer token is required"},
@@ -217,8 +221,8 @@ class Agent:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
-        self.port = sockets[0].getsockname()[1] if sockets else port
+        addresses = self._runner.addresses  # what the listening sockets are bound to
+        self.port = int(addresses[0][1]) if addresses else port
         log.info("probe agent %s serving on %s:%s", self.region, host, self.port)
         return self.port
 

@@ -74,6 +74,8 @@ class CheckScheduler:
             self.targets[name] = target
             machine = self.machines.get(name)
             if machine is None:
+                state: State
+                since: float | None
                 state, since = self._initial.get(name, ("unknown", None))
                 self.machines[name] = RiseFall(
                     name,
