@@ -46,6 +46,7 @@ from ..config.yaml_loader import load_yaml_file, mark_of
 from ..errors import ConfigError, Mark, Reason
 from .balancers import BALANCER_NAMES, valid_hash_key
 from .outlier import OutlierSettings
+from .server import parse_listen
 from .settings import (
     DEFAULT_HIDE_HEADERS,
     CacheSpec,
@@ -66,13 +67,13 @@ _HOSTPORT = "HOST:PORT (IPv6 in brackets: [::1]:80)"
 
 def _listen(raw: object, at: At, report: Report) -> HostPort | Invalid:
     """HOST:PORT; ':PORT' means every IPv4 address (0.0.0.0)."""
-    text = raw.strip() if isinstance(raw, str) else None
-    if text is not None and text.startswith(":"):
-        text = "0.0.0.0" + text
-    parsed = parse_hostport(text) if text is not None else None
-    if parsed is None:
+    try:
+        host, port = parse_listen(raw) if isinstance(raw, str) else ("", -1)
+    except ValueError:
+        host, port = "", -1
+    if port < 0:
         return report.error(at, f"must be {_HOSTPORT}, not {raw!r}")
-    return parsed
+    return HostPort(host, port)
 
 
 def _member_address(raw: object, at: At, report: Report) -> tuple[HostPort, bool] | Invalid:
