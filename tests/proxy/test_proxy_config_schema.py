@@ -189,3 +189,39 @@ async def test_body_match_beyond_the_limit_is_not_seen() -> None:
         assert server.sent < 32 * 1024 * 1024
     finally:
         await server.close()
+
+
+def test_gslb_check_reports_proxy_problems_of_every_region(tmp_path: Path) -> None:
+    import argparse
+    import io
+
+    from gslb.steering.cli import add_commands
+
+    path = write(
+        tmp_path,
+        """\
+        datacenters:
+          dc1: {latitude: 1, longitude: 2, ipv4: [192.0.2.1]}
+        proxy:
+          regions:
+            r1:
+              listeners: [{listen: "127.0.0.1:0"}]
+              routes: [{pool: p}]
+              pools:
+                p: {members: ["127.0.0.1:1"], check: {expect_body: ok}}
+            r2:
+              listeners: [{listen: "localhost"}]
+              routes: [{pool: q}]
+              pools:
+                q: {members: ["127.0.0.1:1"]}
+        """,
+    )
+    parser = argparse.ArgumentParser(prog="gslb")
+    add_commands(parser.add_subparsers(required=True))
+    args = parser.parse_args(["check", "--config", path])
+    out = io.StringIO()
+    assert args.func(args, out) == 1
+    text = out.getvalue()
+    assert f"{path}:9:47: proxy.regions.r1.pools.p.check.expect_body: renamed" in text
+    assert f"{path}:11:20: proxy.regions.r2.listeners[0].listen: must be HOST:PORT" in text
+    assert "2 problem(s) found" in text  # each once, though every region re-validates all
