@@ -25,6 +25,7 @@ from ..config.schema import (
     Enum,
     Float,
     HostPort,
+    HostPortKind,
     Int,
     Invalid,
     ListOf,
@@ -36,7 +37,6 @@ from ..config.schema import (
     Section,
     Size,
     Str,
-    parse_hostport,
     parse_into,
     required,
     section_keys,
@@ -60,7 +60,7 @@ from .settings import (
     RouteSpec,
 )
 
-_HOSTPORT = "HOST:PORT (IPv6 in brackets: [::1]:80)"
+_HOSTPORT = HostPortKind().description
 
 # -- one-off kinds ----------------------------------------------------------------------------
 
@@ -86,10 +86,8 @@ def _member_address(raw: object, at: At, report: Report) -> tuple[HostPort, bool
                 return report.error(at, f"scheme must be http or https, not {scheme!r}")
             tls = scheme.lower() == "https"
             raw = rest.rstrip("/")
-    parsed = parse_hostport(raw) if isinstance(raw, str) else None
-    if parsed is None:
-        return report.error(at, f"must be {_HOSTPORT}, not {raw!r}")
-    return parsed, tls
+    parsed = HostPortKind().parse(raw, at, report)
+    return parsed if isinstance(parsed, Invalid) else (parsed, tls)
 
 
 def _url_path(raw: object, at: At, report: Report) -> str | Invalid:

@@ -128,7 +128,7 @@ def test_bad_file_reports_every_reason_with_position(tmp_path: Path) -> None:
         f"{path}:2:3: proxy.colour: unknown key",
         f"{path}:4:5: proxy.defaults.balance: must be one of",
         f"{path}:8:12: proxy.regions.r1.listeners[0].listen: must be HOST:PORT (IPv6 in brackets: "
-        "[::1]:80), not '127.0.0.1:http'",
+        "[::1]:53), not '127.0.0.1:http'",
         f"{path}:9:35: proxy.regions.r1.listeners[1].mode: https needs at least one certificate",
         f"{path}:10:46: proxy.regions.r1.listeners[2].pool: unknown pool 'nope'",
         f"{path}:12:12: proxy.regions.r1.routes[0].pool: unknown pool 'missing'",
