@@ -355,9 +355,6 @@ class _Route:
         )
 
 
-_LD = LimitsSpec()
-
-
 @dataclass(frozen=True)
 class _Limits:
     """Client-side limits; None = not written here (the proxy-wide value applies)."""
@@ -425,7 +422,7 @@ def _region_rules(value: _Region, report: Report, at: At, raw: Any) -> None:
     if http and not raw_routes:
         report.error(at, "http/https listeners need at least one route")
     pools_at = at.child(raw, "pools")
-    for name in [n for n in (raw_pools or {}) if n not in used]:
+    for name in [n for n in (raw_pools if known else {}) if n not in used]:
         report.error(pools_at.child(raw_pools, name), "pool is not used by any route")
 
 
