@@ -481,11 +481,10 @@ def _region_settings(
     pools: dict[str, PoolSpec] = {}
     raw_pools = raw.get("pools") if isinstance(raw, dict) else None
     for name, pool in region.pools.items():
-        spec = PoolSpec(
-            name=name, members=pool.members, mark=pool.mark, **{**defaults, **pool.given()}
-        )
+        praw = raw_pools[name] if isinstance(raw_pools, dict) else {}
+        mark = mark_of(praw) or pool.mark  # the pool's mapping, as before (not its key)
+        spec = PoolSpec(name=name, members=pool.members, mark=mark, **{**defaults, **pool.given()})
         if spec.members and spec.min_healthy > len(spec.members):
-            praw = raw_pools[name] if isinstance(raw_pools, dict) else {}
             where = at.child(raw, "pools").child(raw_pools, name).child(praw, "min_healthy")
             report.error(
                 where, f"is {spec.min_healthy} but the pool has only {len(spec.members)} members"
