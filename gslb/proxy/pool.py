@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 
 from ..clock import SYSTEM_CLOCK, Clock
+from ..health.checks import BODY_LIMIT, read_limited
 from ..health.state import CheckResult, RiseFall
 from .balancers import SmoothWeightedRoundRobin, make_balancer
 from .outlier import OutlierState, RetryBudget, record_outcome, slow_start_factor
@@ -178,7 +179,8 @@ async def check_member(
     ssl_context: ssl.SSLContext | None = None,
     server_name: str | None = None,
 ) -> CheckResult:
-    """One active check: HTTP GET of check.path (status and body verified) or a TCP connect."""
+    """One active check: HTTP GET of check.path (status, and body_match in the first BODY_LIMIT
+    bytes) or a TCP connect."""
     loop = asyncio.get_running_loop()
     start = loop.time()
     try:
@@ -196,11 +198,16 @@ async def check_member(
         if member.tls and ssl_context is not None:
             tls = {"ssl": ssl_context, "server_hostname": server_name}
         async with session.get(url, headers=headers, timeout=timeout, **tls) as resp:
-            body = await resp.text(errors="replace")
             if resp.status not in check.expect_status:
                 return CheckResult(False, error=f"HTTP {resp.status}", detail=f"HTTP {resp.status}")
-            if check.expect_body and not re.search(check.expect_body, body):
-                return CheckResult(False, error="body did not match", detail=f"HTTP {resp.status}")
+            if check.body_match:
+                # The DNS side's rule: at most BODY_LIMIT bytes are read, the rest never is.
+                body = await read_limited(resp.content, BODY_LIMIT)
+                text = body.decode(resp.charset or "utf-8", errors="replace")
+                if not re.search(check.body_match, text):
+                    return CheckResult(
+                        False, error="body did not match", detail=f"HTTP {resp.status}"
+                    )
             return CheckResult(True, latency=loop.time() - start, detail=f"HTTP {resp.status}")
     except TimeoutError:
         return CheckResult(False, error="timeout")

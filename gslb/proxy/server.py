@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from ..clock import SYSTEM_CLOCK, Clock
+from ..config.schema import parse_hostport
 from .cache import Cache
 from .exchange import Exchange, host_matches
 from .http1 import HttpListener
@@ -176,14 +177,14 @@ class ProxyServer:
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    """'127.0.0.1:8000', '[::1]:8000' or ':8000' -> (host, port)."""
-    if text.startswith("["):
-        host, _, port = text[1:].partition("]:")
-    else:
-        host, _, port = text.rpartition(":")
-    if not port.isdigit():
-        raise ValueError(f"listen address {text!r} needs host:port")
-    return host or "0.0.0.0", int(port)
+    """'127.0.0.1:8000', '[::1]:8000' or ':8000' (every IPv4 address) -> (host, port).
+
+    The schema's one HOST:PORT parser (gslb.config.schema.parse_hostport) does the work."""
+    text = text.strip()
+    parsed = parse_hostport("0.0.0.0" + text if text.startswith(":") else text)
+    if parsed is None:
+        raise ValueError(f"listen address {text!r} needs HOST:PORT (IPv6 in brackets: [::1]:80)")
+    return parsed.host, parsed.port
 
 
 def reuse_port_supported() -> bool:

@@ -38,7 +38,7 @@ class CheckSpec:
     rise: int = 2
     fall: int = 3
     expect_status: tuple[int, ...] = (200,)
-    expect_body: str | None = None  # regular expression searched in the body
+    body_match: str | None = None  # regular expression searched in the first BODY_LIMIT bytes
     host_header: str | None = None
 
 

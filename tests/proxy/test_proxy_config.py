@@ -127,13 +127,14 @@ def test_bad_file_reports_every_reason_with_position(tmp_path: Path) -> None:
     expected = [
         f"{path}:2:3: proxy.colour: unknown key",
         f"{path}:4:5: proxy.defaults.balance: must be one of",
-        f"{path}:8:12: proxy.regions.r1.listeners[0].listen: listen address '127.0.0.1:http'",
+        f"{path}:8:12: proxy.regions.r1.listeners[0].listen: must be HOST:PORT (IPv6 in brackets: "
+        "[::1]:53), not '127.0.0.1:http'",
         f"{path}:9:35: proxy.regions.r1.listeners[1].mode: https needs at least one certificate",
         f"{path}:10:46: proxy.regions.r1.listeners[2].pool: unknown pool 'nope'",
         f"{path}:12:12: proxy.regions.r1.routes[0].pool: unknown pool 'missing'",
         f"{path}:13:12: proxy.regions.r1.routes[1].path_prefix: must be a path",
-        f"{path}:17:43: proxy.regions.r1.pools.p.members[0].weight: must be >= 0.001",
-        f"{path}:18:15: proxy.regions.r1.pools.p.members[1].address: listen address",
+        f"{path}:17:43: proxy.regions.r1.pools.p.members[0].weight: must be at least 0.001, not -1",
+        f"{path}:18:15: proxy.regions.r1.pools.p.members[1].address: must be HOST:PORT",
         f"{path}:19:32: proxy.regions.r1.pools.p.check.timeout: must be shorter than the interval",
         f"{path}:20:11: proxy.regions.r1.pools.p.min_healthy: is 5 but the pool has only 1",
         f"{path}:21:9: proxy.regions.r1.pools.unused: pool is not used by any route",
