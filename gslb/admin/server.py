@@ -87,21 +87,20 @@ class StatusSource(Protocol):
 
 
 def parse_listen(listen: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
-    """'host:port', '[v6]:port', ':port' or 'port' -> (host, port). Empty host means loopback."""
+    """'host:port', '[v6]:port', ':port' or 'port' -> (host, port). Empty host means loopback.
+    The address itself goes through the one HOST:PORT parser."""
+    from ..config.schema import parse_hostport
+
     text = listen.strip()
-    if text.startswith("["):
-        host, sep, port = text[1:].partition("]:")
-        if not sep:
-            raise ValueError(f"admin listen {listen!r}: expected [address]:port")
-    elif text.count(":") == 1:
-        host, _, port = text.partition(":")
-    elif text.isdigit():
-        host, port = "", text
-    else:
-        raise ValueError(f"admin listen {listen!r}: expected host:port")
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"admin listen {listen!r}: port must be 0-65535")
-    return host or default_host, int(port)
+    if text.isdigit():
+        text = f":{text}"
+    if text.startswith(":"):
+        host = f"[{default_host}]" if ":" in default_host else default_host
+        text = host + text
+    parsed = parse_hostport(text)
+    if parsed is None:
+        raise ValueError(f"admin listen {listen!r}: expected host:port with a port of 0-65535")
+    return parsed.host, parsed.port
 
 
 def _is_loopback(host: str) -> bool:
