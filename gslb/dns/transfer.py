@@ -215,10 +215,12 @@ def parse_transfer(
         if not isinstance(parsed, Invalid):
             settings = parsed
     if keyring is not None:
-        for item in (*settings.allow, *settings.notify):
-            if item.key is not None and keyring.get(item.key) is None:
-                at = item.key_at or At(None, "transfer")
-                report.error(at, f"no key {item.key.to_text(omit_final_dot=True)!r} in tsig_keys")
+        refs = [(r.key, r.key_at) for r in settings.allow]
+        refs += [(t.key, t.key_at) for t in settings.notify]
+        for key, key_at in refs:
+            if key is not None and keyring.get(key) is None:
+                at = key_at or At(None, "transfer")
+                report.error(at, f"no key {key.to_text(omit_final_dot=True)!r} in tsig_keys")
     return settings, report.sorted()
 
 
