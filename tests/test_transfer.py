@@ -388,7 +388,7 @@ def test_transfer_config_errors_carry_file_and_line() -> None:
     assert any(t.startswith("t.yaml:4:") and "no key 'nokey'" in t for t in text)
     assert sum("transfer.notify:" in t for t in text) == 2  # no port; not an IP address
     assert sum("transfer.notify.key" in t for t in text) == 1
-    assert any(t.startswith("t.yaml:6:") and "omit or fallback" in t for t in text)
+    assert any(t.startswith("t.yaml:6:") and "must be one of omit, fallback" in t for t in text)
     assert any(t.startswith("t.yaml:7:") and "notify_retries" in t for t in text)
     assert any(t.startswith("t.yaml:8:") and "fallback" in t for t in text)
 

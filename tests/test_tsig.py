@@ -95,7 +95,7 @@ def test_bad_keys_are_reported_with_file_and_line(tmp_path: Path) -> None:
     assert "keys.yaml:5:" in reasons[3] and "exactly one" in reasons[3]
     assert "keys.yaml:6:" in reasons[4] and "exactly one" in reasons[4]
     assert "keys.yaml:7:" in reasons[5] and "cannot read" in reasons[5]
-    assert "keys.yaml:8:" in reasons[6] and "tsig_keys.colour: unknown key" in reasons[6]
+    assert "keys.yaml:8:" in reasons[6] and "tsig_keys[6].colour: unknown key" in reasons[6]
     assert "keys.yaml:9:" in reasons[7] and "duplicate" in reasons[7]
     assert len(reasons) == 8
 

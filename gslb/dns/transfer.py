@@ -28,9 +28,9 @@ import ipaddress
 import logging
 import struct
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar
 
 import dns.exception
 import dns.message
@@ -42,9 +42,30 @@ import dns.renderer
 import dns.rrset
 import dns.serial
 
+from ..config.schema import (
+    At,
+    Cidr,
+    Custom,
+    Duration,
+    Enum,
+    HostPort,
+    HostPortKind,
+    Int,
+    Invalid,
+    IpAddress,
+    Kind,
+    ListOf,
+    MapOf,
+    Optional,
+    Report,
+    Section,
+    parse_into,
+    required,
+    setting,
+    type_name,
+)
 from ..config.yaml_loader import mark_of
 from ..errors import Reason
-from .settings import parse_hostport
 from .tsig import Envelope, Keyring, key_name
 
 log = logging.getLogger("gslb.dns.transfer")
@@ -62,10 +83,62 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # -- config -----------------------------------------------------------------------------------
 
 
+def _key_ref(raw: object, at: At, report: Report) -> dns.name.Name | Invalid:
+    """A TSIG key name (checked against tsig_keys by parse_transfer)."""
+    if not isinstance(raw, str) or not raw.strip():
+        return report.error(at, f"must be a key name, not {type_name(raw)} {raw!r}")
+    try:
+        return key_name(raw)
+    except dns.exception.DNSException:
+        return report.error(at, f"not a DNS name: {raw!r}")
+
+
+KEY_REF: Kind[dns.name.Name] = Custom(_key_ref, "a TSIG key name")
+
+
+def _key_at(value: Any, report: Report, at: At, raw: Any) -> Any:
+    """Remember where the key was written, for the cross-reference with tsig_keys."""
+    if value.key is None:
+        return None
+    return replace(value, key_at=at.child(raw, "key"))
+
+
 @dataclass(frozen=True)
 class AllowRule:
-    network: IPNetwork
-    key: dns.name.Name | None = None  # None: unsigned requests from the network are allowed
+    """One `transfer.allow` rule: {network, key}."""
+
+    network: IPNetwork = required(Cidr(strict=True), placeholder=ipaddress.ip_network("0.0.0.0/32"))
+    key: dns.name.Name | None = setting(None, Optional(KEY_REF))  # None: unsigned is allowed
+    key_at: At | None = field(default=None, compare=False, repr=False)  # filled by _key_at
+
+    __checks__: ClassVar = (_key_at,)
+
+
+class NotifyAddress(HostPortKind):
+    """HOST:PORT (the schema's one parser) whose host is an IP address and port is not 0."""
+
+    def parse(self, raw: object, at: At, report: Report) -> HostPort | Invalid:
+        parsed = super().parse(raw, at, report)
+        if isinstance(parsed, Invalid):
+            return parsed
+        if parsed.port == 0:
+            return report.error(at, f"must be {self.description}, not {raw!r} (port 0)")
+        try:
+            ipaddress.ip_address(parsed.host)
+        except ValueError:
+            return report.error(at, f"host must be an IP address: {parsed.host!r}")
+        return parsed
+
+
+@dataclass(frozen=True)
+class NotifyEntry:
+    """A notify target written as {address, key}."""
+
+    address: HostPort = required(NotifyAddress(), placeholder=HostPort("", 0))
+    key: dns.name.Name | None = setting(None, Optional(KEY_REF))  # sign the NOTIFY with it
+    key_at: At | None = field(default=None, compare=False, repr=False)
+
+    __checks__: ClassVar = (_key_at,)
 
 
 @dataclass(frozen=True)
@@ -73,178 +146,82 @@ class NotifyTarget:
     host: str
     port: int
     key: dns.name.Name | None = None  # sign the NOTIFY with this key
+    key_at: At | None = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return str(HostPort(self.host, self.port))
+
+
+def _notify_target(raw: object, at: At, report: Report) -> NotifyTarget | Invalid:
+    """HOST:PORT, or {address: HOST:PORT, key: NAME}."""
+    if isinstance(raw, str):
+        address = NotifyAddress().parse(raw, at, report)
+        return address if isinstance(address, Invalid) else NotifyTarget(address.host, address.port)
+    entry = parse_into(NotifyEntry, raw, at, report)
+    if isinstance(entry, Invalid):
+        return entry
+    return NotifyTarget(entry.address.host, entry.address.port, entry.key, entry.key_at)
+
+
+FALLBACK_ADDRESSES = MapOf(ListOf(IpAddress(), min_len=1))
+
+
+def _fallback(
+    raw: object, at: At, report: Report
+) -> Mapping[dns.name.Name, tuple[str, ...]] | Invalid:
+    """Service name -> the static addresses a secondary serves for it."""
+    parsed = FALLBACK_ADDRESSES.parse(raw, at, report)
+    if isinstance(parsed, Invalid):
+        return parsed
+    table: dict[dns.name.Name, tuple[str, ...]] = {}
+    for name, addresses in parsed.items():
+        try:
+            table[dns.name.from_text(str(name).lower())] = addresses
+        except dns.exception.DNSException:
+            report.error(at.child(raw, name), f"not a DNS name: {name!r}")
+    return MappingProxyType(table)
 
 
 @dataclass(frozen=True)
 class TransferSettings:
-    allow: tuple[AllowRule, ...] = ()
-    notify: tuple[NotifyTarget, ...] = ()
-    notify_retries: int = 5  # sends after the first, each waiting twice as long
-    notify_timeout: float = 2.0  # seconds to wait for the first NOTIFY reply
-    ixfr_history: int = 16  # generations kept per zone for IXFR diffs
-    service_names: str = "omit"  # or "fallback"
-    fallback: Mapping[dns.name.Name, tuple[str, ...]] = field(
-        default_factory=lambda: MappingProxyType({})
+    """The `transfer:` section."""
+
+    allow: tuple[AllowRule, ...] = setting((), ListOf(Section(AllowRule), single=False))
+    notify: tuple[NotifyTarget, ...] = setting(
+        (), ListOf(Custom(_notify_target, "HOST:PORT or {address, key}"), single=False)
     )
-    fallback_ttl: int | None = None  # None: each service's own TTL
+    notify_retries: int = setting(5, Int(0, 20))  # sends after the first, each waiting 2x
+    notify_timeout: float = setting(2.0, Duration(0.05, 60.0))  # for the first NOTIFY reply
+    ixfr_history: int = setting(16, Int(0, 1000))  # generations kept per zone for IXFR diffs
+    service_names: str = setting("omit", Enum("omit", "fallback"))
+    fallback: Mapping[dns.name.Name, tuple[str, ...]] = setting(
+        MappingProxyType({}), Custom(_fallback, "a mapping of names to IP addresses")
+    )
+    fallback_ttl: int | None = setting(None, Optional(Int(0, 604_800)))  # None: service's TTL
 
     @property
     def enabled(self) -> bool:
         return bool(self.allow)
 
 
-_KEYS = {
-    "allow",
-    "notify",
-    "notify_retries",
-    "notify_timeout",
-    "ixfr_history",
-    "service_names",
-    "fallback",
-    "fallback_ttl",
-}
-
-
 def parse_transfer(
     raw: Any, keyring: Keyring | None = None
 ) -> tuple[TransferSettings, list[Reason]]:
     """The `transfer:` section. Key names are checked against `keyring` when one is given."""
-    reasons: list[Reason] = []
-    if raw is None:
-        return TransferSettings(), reasons
-    if not isinstance(raw, dict):
-        return TransferSettings(), [Reason(mark_of(raw), "transfer", "must be a mapping")]
-    for unknown in sorted(set(raw) - _KEYS):
-        reasons.append(
-            Reason(
-                mark_of(raw, unknown),
-                f"transfer.{unknown}",
-                f"unknown key; expected one of {sorted(_KEYS)}",
-            )
-        )
-    values: dict[str, Any] = {}
-
-    def key_ref(item: Any, label: str) -> dns.name.Name | None:
-        name = item.get("key")
-        if name is None:
-            return None
-        if not isinstance(name, str) or not name.strip():
-            reasons.append(Reason(mark_of(item, "key"), label, "must be a key name"))
-            return None
-        ref = key_name(name)
-        if keyring is not None and keyring.get(ref) is None:
-            reasons.append(Reason(mark_of(item, "key"), label, f"no key {name!r} in tsig_keys"))
-        return ref
-
-    allow = raw.get("allow", [])
-    rules: list[AllowRule] = []
-    if not isinstance(allow, list):
-        reasons.append(Reason(mark_of(raw, "allow"), "transfer.allow", "must be a list"))
-        allow = []
-    for index, item in enumerate(allow):
-        where = mark_of(allow, index)
-        if not isinstance(item, dict) or set(item) - {"network", "key"} or "network" not in item:
-            reasons.append(
-                Reason(where, "transfer.allow", "each rule is {network: CIDR, key: NAME}")
-            )
-            continue
-        try:
-            network = ipaddress.ip_network(str(item["network"]).strip(), strict=True)
-        except ValueError as exc:
-            reasons.append(Reason(mark_of(item, "network"), "transfer.allow.network", str(exc)))
-            continue
-        rules.append(AllowRule(network, key_ref(item, "transfer.allow.key")))
-    values["allow"] = tuple(rules)
-
-    notify = raw.get("notify", [])
-    targets: list[NotifyTarget] = []
-    if not isinstance(notify, list):
-        reasons.append(Reason(mark_of(raw, "notify"), "transfer.notify", "must be a list"))
-        notify = []
-    for index, item in enumerate(notify):
-        where = mark_of(notify, index)
-        entry = {"address": item} if isinstance(item, str) else item
-        if not isinstance(entry, dict) or set(entry) - {"address", "key"}:
-            reasons.append(
-                Reason(where, "transfer.notify", "each target is HOST:PORT or {address, key}")
-            )
-            continue
-        parsed = parse_hostport(str(entry.get("address", "")))
-        if parsed is None or parsed[1] == 0:
-            reasons.append(
-                Reason(where, "transfer.notify", f"not HOST:PORT: {entry.get('address')!r}")
-            )
-            continue
-        try:
-            ipaddress.ip_address(parsed[0])
-        except ValueError:
-            reasons.append(
-                Reason(where, "transfer.notify", f"host must be an IP address: {parsed[0]!r}")
-            )
-            continue
-        key = key_ref(entry, "transfer.notify.key") if isinstance(item, dict) else None
-        targets.append(NotifyTarget(parsed[0], parsed[1], key))
-    values["notify"] = tuple(targets)
-
-    for name, low, high, kind in (
-        ("notify_retries", 0, 20, int),
-        ("notify_timeout", 0.05, 60.0, float),
-        ("ixfr_history", 0, 1000, int),
-        ("fallback_ttl", 0, 604_800, int),
-    ):
-        if name not in raw:
-            continue
-        value = raw[name]
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            reasons.append(Reason(mark_of(raw, name), f"transfer.{name}", "must be a number"))
-        elif kind is int and not isinstance(value, int):
-            reasons.append(Reason(mark_of(raw, name), f"transfer.{name}", "must be a whole number"))
-        elif not low <= value <= high:
-            reasons.append(
-                Reason(mark_of(raw, name), f"transfer.{name}", f"must be in {low}..{high}")
-            )
-        else:
-            values[name] = kind(value)
-
-    mode = raw.get("service_names", "omit")
-    if mode not in ("omit", "fallback"):
-        reasons.append(
-            Reason(
-                mark_of(raw, "service_names"),
-                "transfer.service_names",
-                f"must be omit or fallback, got {mode!r}",
-            )
-        )
-    else:
-        values["service_names"] = mode
-    fallback = raw.get("fallback", {})
-    table: dict[dns.name.Name, tuple[str, ...]] = {}
-    if not isinstance(fallback, dict):
-        reasons.append(
-            Reason(mark_of(raw, "fallback"), "transfer.fallback", "must map names to addresses")
-        )
-        fallback = {}
-    for name, addresses in fallback.items():
-        where = mark_of(fallback, name)
-        items = [addresses] if isinstance(addresses, str) else addresses
-        good = isinstance(items, list) and all(isinstance(a, str) for a in items)
-        try:
-            parsed_addresses = tuple(str(ipaddress.ip_address(a)) for a in items) if good else ()
-        except ValueError as exc:
-            reasons.append(Reason(where, f"transfer.fallback.{name}", str(exc)))
-            continue
-        if not parsed_addresses:
-            reasons.append(
-                Reason(where, f"transfer.fallback.{name}", "must be a list of IP addresses")
-            )
-            continue
-        table[dns.name.from_text(str(name).lower())] = parsed_addresses
-    values["fallback"] = MappingProxyType(table)
-    return TransferSettings(**values), reasons
+    report = Report()
+    settings = TransferSettings()
+    if raw is not None:
+        parsed = parse_into(TransferSettings, raw, At(mark_of(raw), "transfer"), report)
+        if not isinstance(parsed, Invalid):
+            settings = parsed
+    if keyring is not None:
+        refs = [(r.key, r.key_at) for r in settings.allow]
+        refs += [(t.key, t.key_at) for t in settings.notify]
+        for key, key_at in refs:
+            if key is not None and keyring.get(key) is None:
+                at = key_at or At(None, "transfer")
+                report.error(at, f"no key {key.to_text(omit_final_dot=True)!r} in tsig_keys")
+    return settings, report.sorted()
 
 
 # -- what a zone contains ---------------------------------------------------------------------

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar
 
 import dns.exception
 import dns.name
@@ -39,8 +39,21 @@ import dns.tsig
 import dns.wire
 
 from ..clock import Clock
+from ..config.schema import (
+    INVALID,
+    At,
+    Custom,
+    Enum,
+    Invalid,
+    ListOf,
+    Report,
+    Section,
+    Str,
+    required,
+    setting,
+)
 from ..config.yaml_loader import mark_of
-from ..errors import Reason
+from ..errors import Mark, Reason
 
 ALGORITHMS = {
     "hmac-sha256": dns.tsig.HMAC_SHA256,
@@ -102,75 +115,67 @@ def make_key(name: str, secret: bytes, algorithm: str = "hmac-sha256") -> TsigKe
 
 # -- config -----------------------------------------------------------------------------------
 
-_KEY_KEYS = {"name", "algorithm", "secret_file", "secret_env"}
+
+def _dns_name(raw: object, at: At, report: Report) -> dns.name.Name | Invalid:
+    try:
+        if isinstance(raw, str) and raw.strip():
+            return key_name(raw)
+    except dns.exception.DNSException:
+        pass
+    return report.error(at, f"must be a DNS name, not {raw!r}")
+
+
+def _one_secret_source(value: KeySpec, report: Report, at: At, raw: Any) -> Invalid | None:
+    if (value.secret_file is None) == (value.secret_env is None):
+        return report.error(at, "needs exactly one of secret_file, secret_env")
+    if raw.get("algorithm", "hmac-sha256") not in ALGORITHMS:
+        return INVALID  # already reported; no key with another algorithm than the one written
+    return None
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """One `tsig_keys:` item. Only where the secret is: never the secret itself."""
+
+    name: dns.name.Name = required(Custom(_dns_name, "a DNS name"), placeholder=dns.name.root)
+    algorithm: str = setting("hmac-sha256", Enum(*ALGORITHMS))
+    secret_file: str | None = setting(None, Str())
+    secret_env: str | None = setting(None, Str())
+    mark: Mark | None = field(default=None, compare=False)
+
+    __checks__: ClassVar = (_one_secret_source,)
+
+
+TSIG_KEYS = ListOf(Section(KeySpec), single=False)
 
 
 def parse_tsig_keys(
     raw: Any, environ: Mapping[str, str] | None = None
 ) -> tuple[Keyring, list[Reason]]:
     """The `tsig_keys:` section: a list of {name, algorithm, secret_file | secret_env}."""
-    reasons: list[Reason] = []
+    report = Report()
     if raw is None:
-        return Keyring(), reasons
-    if not isinstance(raw, list):
-        return Keyring(), [Reason(mark_of(raw), "tsig_keys", "must be a list of keys")]
+        return Keyring(), []
+    specs = TSIG_KEYS.parse(raw, At(mark_of(raw), "tsig_keys"), report)
     env = os.environ if environ is None else environ
     keys: dict[dns.name.Name, TsigKey] = {}
-    for index, item in enumerate(raw):
-        where = mark_of(raw, index)
-        if not isinstance(item, dict):
-            reasons.append(Reason(where, "tsig_keys", "each key must be a mapping"))
+    for spec in () if isinstance(specs, Invalid) else specs:
+        if spec.name in keys:
+            report.error(At(spec.mark, "tsig_keys.name"), f"duplicate key {spec.name}")
             continue
-        for unknown in sorted(set(item) - _KEY_KEYS):
-            reasons.append(
-                Reason(
-                    mark_of(item, unknown),
-                    f"tsig_keys.{unknown}",
-                    f"unknown key; expected one of {sorted(_KEY_KEYS)}",
-                )
-            )
-        name = item.get("name")
-        try:
-            owner = key_name(name) if isinstance(name, str) and name.strip() else None
-        except dns.exception.DNSException:
-            owner = None
-        if owner is None:
-            reasons.append(Reason(mark_of(item, "name"), "tsig_keys.name", "must be a DNS name"))
-            continue
-        if owner in keys:
-            reasons.append(Reason(mark_of(item, "name"), "tsig_keys.name", f"duplicate key {name}"))
-            continue
-        algorithm = item.get("algorithm", "hmac-sha256")
-        if algorithm not in ALGORITHMS:
-            reasons.append(
-                Reason(
-                    mark_of(item, "algorithm"),
-                    "tsig_keys.algorithm",
-                    f"must be one of {sorted(ALGORITHMS)}, got {algorithm!r}",
-                )
-            )
-            continue
-        secret = _read_secret(item, env, reasons)
+        secret = _read_secret(spec, env, report)
         if secret is not None:
-            keys[owner] = make_key(name, secret, algorithm)  # type: ignore[arg-type]
-    return Keyring(keys), reasons
+            alg = ALGORITHMS[spec.algorithm]
+            keys[spec.name] = TsigKey(spec.name, alg, dns.tsig.Key(spec.name, secret, alg))
+    return Keyring(keys), report.sorted()
 
 
-def _read_secret(item: Any, env: Mapping[str, str], reasons: list[Reason]) -> bytes | None:
-    """The base64 secret from `secret_file` or `secret_env` (exactly one of them)."""
-    sources = [k for k in ("secret_file", "secret_env") if k in item]
-    if len(sources) != 1:
-        reasons.append(
-            Reason(mark_of(item), "tsig_keys", "needs exactly one of secret_file, secret_env")
-        )
-        return None
-    source = sources[0]
-    where = mark_of(item, source)
-    value = item[source]
-    if not isinstance(value, str) or not value:
-        reasons.append(Reason(where, f"tsig_keys.{source}", "must be a non-empty string"))
-        return None
-    if source == "secret_file":
+def _read_secret(spec: KeySpec, env: Mapping[str, str], report: Report) -> bytes | None:
+    """The base64 secret from `secret_file` or `secret_env`; messages name the source only."""
+    where = spec.mark
+    if spec.secret_file is not None:
+        source, value = "secret_file", spec.secret_file
+        at = At(where, f"tsig_keys.{source}")
         path = Path(value).expanduser()
         if not path.is_absolute() and where is not None and not where.file.startswith("<"):
             path = Path(where.file).resolve().parent / path  # like geoip: beside the config
@@ -179,28 +184,23 @@ def _read_secret(item: Any, env: Mapping[str, str], reasons: list[Reason]) -> by
                 text = handle.read()
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "not base64 text"
-            reasons.append(Reason(where, "tsig_keys.secret_file", f"cannot read {value}: {reason}"))
+            report.error(at, f"cannot read {value}: {reason}")
             return None
     else:
+        source, value = "secret_env", spec.secret_env or ""
+        at = At(where, f"tsig_keys.{source}")
         if value not in env:
-            reasons.append(
-                Reason(where, "tsig_keys.secret_env", f"environment variable {value} is not set")
-            )
+            report.error(at, f"environment variable {value} is not set")
             return None
         text = env[value]
     try:
         secret = base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError):
-        # The message names the source, never the content.
-        reasons.append(Reason(where, f"tsig_keys.{source}", f"{value}: secret is not base64"))
+        report.error(at, f"{value}: secret is not base64")
         return None
     if len(secret) < MIN_SECRET:
-        reasons.append(
-            Reason(
-                where,
-                f"tsig_keys.{source}",
-                f"{value}: secret is {len(secret)} bytes, at least {MIN_SECRET} are needed",
-            )
+        report.error(
+            at, f"{value}: secret is {len(secret)} bytes, at least {MIN_SECRET} are needed"
         )
         return None
     return secret
