@@ -92,11 +92,25 @@ def test_prefix_range_end() -> None:
 
 
 def test_health_snapshot_crosses_the_worker_pipe() -> None:
+    import pickle
+    from dataclasses import fields
+
+    # Every field set away from its default: a field the wire forgot would come back default.
+    full = TargetHealth(
+        "up", "draining", MappingProxyType({"eu": "up"}), 3.0, 10.0, 70.0, 120.5, 400.0
+    )
+    defaults = {f.name: f.default for f in fields(TargetHealth) if f.name != "regions"}
+    assert all(getattr(full, name) != default for name, default in defaults.items())
     snapshot = HealthSnapshot(
         4,
         MappingProxyType(
-            {"dc1": TargetHealth("down", "override", MappingProxyType({"eu": "up"}), 3.0)}
+            {
+                "dc1": TargetHealth("down", "override", MappingProxyType({"eu": "up"}), 3.0),
+                "dc2": full,
+            }
         ),
+        MappingProxyType({"10.99.0.0/24": {"dc1": (0.04, 100.0), "dc2": (0.12, 101.0)}}),
     )
-    again = snapshot_from_wire(snapshot_to_wire(snapshot))
+    again = snapshot_from_wire(pickle.loads(pickle.dumps(snapshot_to_wire(snapshot))))
     assert again.epoch == 4 and again.targets == snapshot.targets
+    assert dict(again.latency) == dict(snapshot.latency)

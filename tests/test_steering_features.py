@@ -164,18 +164,19 @@ def test_spillover_leaves_clients_of_healthy_datacenters_alone():
 
 def test_reported_load_reaches_the_snapshot_as_the_median_of_fresh_regions():
     from gslb.health.aggregate import RegionReport, aggregate
+    from gslb.health.report import ProxyReport
+
+    def told(rps: float, capacity: float | None = None) -> dict[str, ProxyReport]:
+        return {"fra": ProxyReport(requests_per_second=rps, capacity=capacity)}
 
     reports = {
-        "a": RegionReport(100.0, {"fra": "up"}, {"fra": 40.0}),
-        "b": RegionReport(100.0, {"fra": "up"}, {"fra": 60.0}),
-        "c": RegionReport(100.0, {"fra": "up"}, {"fra": 90.0}),
-        "stale": RegionReport(0.0, {"fra": "up"}, {"fra": 1000.0}),
+        "a": RegionReport(100.0, {"fra": "up"}, told(40.0, 500.0)),
+        "b": RegionReport(100.0, {"fra": "up"}, told(60.0, 500.0)),
+        "c": RegionReport(100.0, {"fra": "up"}, told(90.0)),
+        "stale": RegionReport(0.0, {"fra": "up"}, told(1000.0, 9000.0)),
     }
     out = aggregate(reports, 105.0, 10.0, "majority", {}, {})
     assert out["fra"].state == "up" and out["fra"].load == 60.0
-    assert (
-        aggregate({"a": RegionReport(100.0, {"fra": "up"})}, 105.0, 10.0, "majority", {}, {})[
-            "fra"
-        ].load
-        is None
-    )
+    assert out["fra"].capacity == 500.0  # regions that report no capacity do not vote
+    alone = aggregate({"a": RegionReport(100.0, {"fra": "up"})}, 105.0, 10.0, "majority", {}, {})
+    assert alone["fra"].load is None and alone["fra"].capacity is None

@@ -59,26 +59,28 @@ async def read_message(reader: asyncio.StreamReader) -> tuple[Any, ...]:
 
 
 def snapshot_to_wire(snapshot: HealthSnapshot) -> tuple[Any, ...]:
-    """A compact, picklable form (mapping proxies do not pickle)."""
+    """A compact, picklable form (mapping proxies do not pickle). Every field of TargetHealth
+    travels (drains, loads and capacities steer answers in the workers too)."""
     return (
         snapshot.epoch,
         tuple(
-            (name, t.state, t.reason, tuple(t.regions.items()), t.since)
-            for name, t in snapshot.targets.items()
+            (name, {**vars(t), "regions": dict(t.regions)}) for name, t in snapshot.targets.items()
         ),
+        tuple((net, dict(per_dc)) for net, per_dc in snapshot.latency.items()),
     )
 
 
 def snapshot_from_wire(wire: tuple[Any, ...]) -> HealthSnapshot:
-    epoch, targets = wire
+    epoch, targets, latency = wire
     return HealthSnapshot(
         epoch,
         MappingProxyType(
             {
-                name: TargetHealth(state, reason, MappingProxyType(dict(regions)), since)
-                for name, state, reason, regions, since in targets
+                name: TargetHealth(**{**fields, "regions": MappingProxyType(fields["regions"])})
+                for name, fields in targets
             }
         ),
+        MappingProxyType(dict(latency)),
     )
 
 

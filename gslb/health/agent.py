@@ -5,7 +5,11 @@ HTTP API:
   GET /v1/health         full snapshot {region, generated_at, seq, targets: {name: {...}}}
   GET /v1/health/stream  server-sent events: `snapshot` on connect, `change` per state change,
                          `heartbeat` every `heartbeat` seconds so a subscriber notices a dead agent
-`seq` grows by one per event that changes state; a subscriber that sees a gap resynchronises.
+  `report`               the load and client round-trip times a datacenter's proxy sent with
+                         its health page (gslb/health/report.py), per check that carried one
+`seq` grows by one per event that changes state (`report` events do not change it: they carry
+no state, and every snapshot repeats the latest reports); a subscriber that sees a gap
+resynchronises.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from ..admin.metrics import HealthCollector, HealthCounters
 from ..clock import SYSTEM_CLOCK, Clock
 from ..config.model import Config
 from .checks import Checker, CheckTarget, describe_targets, targets_from_config
+from .report import report_view
 from .scheduler import CheckScheduler
 from .state import RiseFall, Transition
 
@@ -37,10 +42,12 @@ def sse(event: str, data: Mapping[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-def target_view(machine: RiseFall, describe: str = "") -> dict[str, Any]:
+def target_view(machine: RiseFall, describe: str, now: float) -> dict[str, Any]:
     v = machine.view()
     last = machine.last_result
+    report = last.report if last is not None else None
     return {
+        "report": report_view(report, now) if report is not None else None,
         "state": v["state"],
         "since": v["since"],
         "last_error": v["last_error"],
@@ -97,7 +104,7 @@ class Agent:
             "generated_at": self.clock.time(),
             "seq": self.seq,
             "targets": {
-                name: target_view(m, self._describe.get(name, ""))
+                name: target_view(m, self._describe.get(name, ""), self.clock.time())
                 for name, m in self.scheduler.machines.items()
             },
         }
@@ -108,17 +115,30 @@ class Agent:
             total, count = self.latency.get(name, (0.0, 0))
             self.latency[name] = (total + last.latency, count + 1)
         if transition is None:
+            if last is not None and last.report is not None:
+                # Load and round-trip times move with every check: pushed, without a seq.
+                now = self.clock.time()
+                self._broadcast(
+                    "report",
+                    {
+                        "region": self.region,
+                        "generated_at": now,
+                        "seq": self.seq,
+                        "targets": {name: {"report": report_view(last.report, now)}},
+                    },
+                )
             return  # latency/streak updates are visible in GET; only state changes are pushed
         key = (name, transition.new)
         self.transitions[key] = self.transitions.get(key, 0) + 1
         self.seq += 1
+        now = self.clock.time()
         self._broadcast(
             "change",
             {
                 "region": self.region,
-                "generated_at": self.clock.time(),
+                "generated_at": now,
                 "seq": self.seq,
-                "targets": {name: target_view(machine, self._describe.get(name, ""))},
+                "targets": {name: target_view(machine, self._describe.get(name, ""), now)},
             },
         )
 

@@ -19,10 +19,11 @@ Rules, per target:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Literal
 
+from .report import ProxyReport, load_changed
 from .snapshot import State, TargetHealth
 
 OverrideMode = Literal["down", "up"]
@@ -37,9 +38,10 @@ class RegionReport:
 
     received_at: float
     states: Mapping[str, State]
-    # Load the target's regional proxy reported with its health (requests/s), per target;
-    # spillover weighs datacenters by capacity - load (the median over fresh regions).
-    loads: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    # What each target's regional proxy reported with its health (load, capacity, client
+    # round-trip times); spillover weighs datacenters by capacity - load, the medians over
+    # fresh regions.
+    reports: Mapping[str, ProxyReport] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)
@@ -169,9 +171,34 @@ def aggregate_checks(
                 state = "down"
                 reason = f"up in only {up}/{votes} voting regions (quorum {qdesc})"
         since = prev.since if prev is not None and prev.state == state else stamp
-        loads = sorted(rep.loads[name] for rep in fresh.values() if name in rep.loads)
-        load = loads[len(loads) // 2] if loads else None
-        out[name] = TargetHealth(state, reason, MappingProxyType(regions), since, load=load)
+        told = [rep.reports[name] for rep in fresh.values() if name in rep.reports]
+        load = _median([r.requests_per_second for r in told])
+        capacity = _median([r.capacity for r in told])
+        out[name] = TargetHealth(
+            state, reason, MappingProxyType(regions), since, load=load, capacity=capacity
+        )
+    return out
+
+
+def _median(values: Iterable[float | None]) -> float | None:
+    known = sorted(v for v in values if v is not None)
+    return known[len(known) // 2] if known else None
+
+
+def hold_steady_loads(
+    new: Mapping[str, TargetHealth], published: Mapping[str, TargetHealth]
+) -> dict[str, TargetHealth]:
+    """Loads within `load_changed`'s tolerance of the published ones keep the published value,
+    so a wobble of a few requests/s does not make a new snapshot (and new answers)."""
+    out = dict(new)
+    for name, th in new.items():
+        old = published.get(name)
+        if old is None:
+            continue
+        load = th.load if load_changed(old.load, th.load) else old.load
+        capacity = th.capacity if load_changed(old.capacity, th.capacity) else old.capacity
+        if (load, capacity) != (th.load, th.capacity):
+            out[name] = replace(th, load=load, capacity=capacity)
     return out
 
 
@@ -192,20 +219,21 @@ def apply_overrides(
             # A timed drain: still up while steering ramps it out; down once the window ends.
             until = override.at + override.drain
             reason = f"draining until {until:.0f}: {override.reason} (checks: up; {base.reason})"
-            th = TargetHealth("up", reason, base.regions, base.since, override.at, until)
+            th = replace(
+                base, state="up", reason=reason, drain_from=override.at, drain_until=until
+            )
         else:
             reason = (
                 f"override {override.mode}: {override.reason} (checks: {base.state}; {base.reason})"
             )
-            th = TargetHealth(override.mode, reason, base.regions, base.since)
+            # The proxy's load still tells: a forced-down datacenter keeps its report.
+            th = replace(base, state=override.mode, reason=reason, drain_from=0.0, drain_until=0.0)
         prev = previous.get(name)
         if prev is not None:
             since = prev.since if prev.state == th.state else wall
         else:
             since = th.since if override is None else wall
-        out[name] = TargetHealth(
-            th.state, th.reason, th.regions, since, th.drain_from, th.drain_until, th.load
-        )
+        out[name] = replace(th, since=since)
     return out
 
 

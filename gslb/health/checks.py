@@ -17,6 +17,7 @@ import aiohttp
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..config.model import Check, Config, Datacenter
+from .report import REPORT_LIMIT, ProxyReport, parse_proxy_body
 from .state import CheckResult
 
 # Body bytes read for body_match, at most: health pages are small, and a check must never read
@@ -142,16 +143,17 @@ class Checker:
             async with asyncio.timeout(check.timeout):
                 if check.type == "tcp":
                     ok, error, detail = await self._tcp(check, address)
+                    report = None
                 else:
-                    ok, error, detail = await self._http(check, address)
+                    ok, error, detail, report = await self._http(check, address)
         except TimeoutError:
-            ok, error, detail = False, f"timeout after {check.timeout:g}s", ""
+            ok, error, detail, report = False, f"timeout after {check.timeout:g}s", "", None
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # every probe failure is a result, never a crash
-            ok, error, detail = False, describe_error(exc), ""
+            ok, error, detail, report = False, describe_error(exc), "", None
         latency = self.clock.monotonic() - start
-        return CheckResult(ok=ok, error=error, latency=latency, detail=detail)
+        return CheckResult(ok=ok, error=error, latency=latency, detail=detail, report=report)
 
     async def _tcp(self, check: Check, address: str) -> tuple[bool, str, str]:
         _, writer = await asyncio.open_connection(address, default_port(check))
@@ -171,7 +173,12 @@ class Checker:
             self._verify_context = ssl.create_default_context()
         return self._verify_context
 
-    async def _http(self, check: Check, address: str) -> tuple[bool, str, str]:
+    async def _http(
+        self, check: Check, address: str
+    ) -> tuple[bool, str, str, ProxyReport | None]:
+        """(ok, error, detail, report): a JSON health page may carry the proxy's load report
+        (gslb/health/report.py), read whatever the status, since a failing proxy still
+        knows its load."""
         scheme = "https" if check.type == "https" else "http"
         url = f"{scheme}://{_url_host(address)}:{default_port(check)}{check.path or '/'}"
         headers: dict[str, str] = dict(check.headers)
@@ -191,15 +198,21 @@ class Checker:
             **kwargs,  # type: ignore[arg-type]
         ) as resp:
             detail = f"HTTP {resp.status}"
+            body: bytes | None = None
+            report = None
+            if resp.content_type == "application/json":
+                body = await read_limited(resp.content, REPORT_LIMIT)
+                report = parse_proxy_body(body, self.clock.time())
             if resp.status not in check.expect_status:
                 expected = ",".join(str(s) for s in check.expect_status)
-                return False, f"status {resp.status} not in expected [{expected}]", detail
+                return False, f"status {resp.status} not in expected [{expected}]", detail, report
             if check.body_match is not None:
-                body = await read_limited(resp.content, BODY_LIMIT)
-                text = body.decode(resp.charset or "utf-8", errors="replace")
+                if body is None:
+                    body = await read_limited(resp.content, BODY_LIMIT)
+                text = body[:BODY_LIMIT].decode(resp.charset or "utf-8", errors="replace")
                 if not _pattern(check.body_match).search(text):
-                    return False, f"body does not match {check.body_match!r}", detail
-        return True, "", detail
+                    return False, f"body does not match {check.body_match!r}", detail, report
+        return True, "", detail, report
 
 
 async def read_limited(stream: aiohttp.StreamReader, limit: int = BODY_LIMIT) -> bytes:

@@ -3,7 +3,7 @@
 The stream starts with a full snapshot, so every (re)connect resynchronises. A sequence gap
 or a silent stream (no event within `read_timeout`, though agents send heartbeats) ends the
 connection; the follower reconnects with exponential backoff. It decides nothing: the
-monitor reads `states` and `last_event_at` and aggregates.
+monitor reads `states`, `reports` and `last_event_at` and aggregates.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import aiohttp
 from ..clock import SYSTEM_CLOCK, Clock
 from ..config.model import ProbeAgent
 from .checks import describe_error
+from .report import ProxyReport, report_from_view
 from .snapshot import State
 
 log = logging.getLogger("gslb.health.follower")
@@ -81,6 +82,9 @@ class AgentFollower:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.views: dict[str, dict[str, Any]] = {}
+        # What each datacenter's proxy reported with its health, on this node's clock (an
+        # age becomes a time the moment the event is read).
+        self.reports: dict[str, ProxyReport] = {}
         self.seq: int | None = None
         self.connected = False
         self.last_event_at: float | None = None  # clock.monotonic() of the last event
@@ -151,8 +155,11 @@ class AgentFollower:
 
     def _handle(self, event: str, data: dict[str, Any]) -> None:
         seq = data.get("seq")
+        targets = data.get("targets") or {}
         if event == "snapshot":
-            self.views = dict(data.get("targets") or {})
+            self.views = dict(targets)
+            self.reports = {}
+            self._take_reports(targets)
             self.seq = seq
             if not self.connected:
                 self.connects += 1
@@ -162,8 +169,16 @@ class AgentFollower:
         elif event == "change":
             if self.seq is None or seq != self.seq + 1:
                 raise SequenceGap(f"sequence gap: had {self.seq}, got {seq}")
-            self.views.update(data.get("targets") or {})
+            self.views.update(targets)
+            self._take_reports(targets)
             self.seq = seq
+        elif event == "report":
+            if seq != self.seq:
+                raise SequenceGap(f"sequence gap on report: had {self.seq}, got {seq}")
+            for name, view in targets.items():
+                if name in self.views and isinstance(view, dict):
+                    self.views[name]["report"] = view.get("report")
+            self._take_reports(targets)
         elif event == "heartbeat":
             if seq != self.seq:
                 raise SequenceGap(f"sequence gap on heartbeat: had {self.seq}, got {seq}")
@@ -171,6 +186,15 @@ class AgentFollower:
             return  # unknown events are ignored for forward compatibility
         self.last_event_at = self.clock.monotonic()
         self._notify()
+
+    def _take_reports(self, targets: dict[str, Any]) -> None:
+        now = self.clock.time()
+        for name, view in targets.items():
+            report = report_from_view(view.get("report"), now) if isinstance(view, dict) else None
+            if report is not None:
+                self.reports[name] = report
+            else:
+                self.reports.pop(name, None)
 
     def _notify(self) -> None:
         try:

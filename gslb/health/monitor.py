@@ -26,12 +26,14 @@ from .aggregate import (
     aggregate_checks,
     apply_overrides,
     describe_quorum,
+    hold_steady_loads,
     manual_failback_overrides,
 )
 from .checks import Checker, targets_from_config, unchecked_targets
 from .follower import AgentFollower
+from .report import LatencyTable, ProxyReport, latency_changed, merge_latency
 from .scheduler import CheckScheduler
-from .snapshot import HealthHolder, TargetHealth
+from .snapshot import HealthHolder, HealthSnapshot, TargetHealth
 from .state import RiseFall, Transition
 from .statefile import StateWriter, load_state, render_state
 
@@ -72,6 +74,9 @@ class HealthMonitor:
         self._overrides: dict[str, Override] = {}
         self._checks: dict[str, TargetHealth] = {}  # aggregated from checks, before overrides
         self._final: dict[str, TargetHealth] = {}  # what is published
+        self._latency: LatencyTable = MappingProxyType({})  # published client round-trip times
+        # Merging every region's tables is the costly part: at most once per tick.
+        self._latency_merged_at: float | None = None
         self._holding: set[str] = set()  # targets flagged "no fresh reports"
         self._started_at: float | None = None
         self._followers: dict[str, AgentFollower] = {}
@@ -244,7 +249,9 @@ class HealthMonitor:
         if self._followers.get(f.region) is not f:
             return
         if f.last_event_at is not None:
-            self._reports[f.region] = RegionReport(f.last_event_at, f.states)
+            self._reports[f.region] = RegionReport(
+                f.last_event_at, f.states, MappingProxyType(dict(f.reports))
+            )
         self._evaluate()
 
     def _on_local_result(self, name: str, machine: RiseFall, t: Transition | None) -> None:
@@ -260,8 +267,13 @@ class HealthMonitor:
         # no local report exists and the warm state holds.
         if not any(m.checks for m in sched.machines.values()):
             return
+        reports: dict[str, ProxyReport] = {}
+        for name, machine in sched.machines.items():
+            last = machine.last_result
+            if last is not None and last.report is not None:
+                reports[name] = last.report
         self._reports[self.config.health.local_region] = RegionReport(
-            self.clock.monotonic(), sched.states()
+            self.clock.monotonic(), sched.states(), MappingProxyType(reports)
         )
 
     # ---- decisions ----------------------------------------------------------------------
@@ -291,7 +303,17 @@ class HealthMonitor:
             self._overrides.update(latched)
             log.warning("failback manual: holding %s down", ", ".join(sorted(latched)))
             self._save()
-        final = apply_overrides(checks, self._known_overrides(), self._final, wall)
+        final = hold_steady_loads(
+            apply_overrides(checks, self._known_overrides(), self._final, wall), self._final
+        )
+        latency = self._latency
+        now = self.clock.monotonic()
+        due = self._latency_merged_at is None or now - self._latency_merged_at >= self.tick
+        if due or force_publish:
+            self._latency_merged_at = now
+            merged = self._merged_latency(wall)
+            if latency_changed(latency, merged):
+                latency = MappingProxyType(merged)
         self._checks = checks
         holding = {t for t, h in checks.items() if h.reason.startswith(NO_FRESH)}
         # Right after start no agent has had time to report: that is expected, not a warning.
@@ -311,7 +333,7 @@ class HealthMonitor:
             )
         if not starting:
             self._holding = holding
-        if not force_publish and final == self._final:
+        if not force_publish and final == self._final and latency is self._latency:
             return False
         changed = [t for t in final if self._final.get(t) != final[t]]
         for t in changed:
@@ -338,9 +360,24 @@ class HealthMonitor:
                     },
                 )
         self._final = final
-        self.holder.publish(self.holder.current.with_states(final))
+        self._latency = latency
+        epoch = self.holder.current.epoch + 1
+        self.holder.publish(HealthSnapshot(epoch, MappingProxyType(dict(final)), latency))
         self._save()
         return True
+
+    def _merged_latency(self, wall: float) -> dict[str, dict[str, tuple[float, float]]]:
+        """Client round-trip times from every fresh region's proxy reports, for the latency
+        policy; nothing when no service uses it (the table is not carried for nothing)."""
+        ages = [
+            s.latency_max_age for s in self.config.services.values() if s.ordering == "latency"
+        ]
+        if not ages:
+            return {}
+        hs = self.config.health
+        now = self.clock.monotonic()
+        fresh = [r.reports for r in self._reports.values() if now - r.received_at <= hs.stale_after]
+        return merge_latency(fresh, wall, max(ages))
 
     # ---- overrides ----------------------------------------------------------------------
 

@@ -28,6 +28,8 @@ class TargetHealth:
     # Load reported with health by the datacenter's regional proxy (requests/s), None when
     # nothing reports it; spillover weighs datacenters by capacity - load.
     load: float | None = None
+    # The capacity (requests/s) the proxy declares; the datacenter's own `capacity` wins.
+    capacity: float | None = None
 
 
 # Round-trip times the regional proxies measured from the TCP connections they serve:

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..clock import SYSTEM_CLOCK, Clock
+from .report import ProxyReport
 from .snapshot import State
 
 HISTORY = 20  # transitions kept per target: enough for status/explain, bounded memory
@@ -31,6 +32,7 @@ class CheckResult:
     error: str = ""  # why it failed (empty on success)
     latency: float | None = None  # seconds, if measured
     detail: str = ""  # e.g. "HTTP 200" - shown in status, never used for decisions
+    report: ProxyReport | None = None  # load and client RTTs a regional proxy sent with it
 
 
 @dataclass(frozen=True)

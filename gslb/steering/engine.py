@@ -23,6 +23,7 @@ from ..config.model import Config, Datacenter
 from ..geo.locate import Location, Locator
 from ..health.snapshot import HealthHolder, HealthSnapshot
 from . import policies as P
+from .latency import LatencyIndex
 from .policies import Candidate
 from .ramp import (
     Transition,
@@ -219,6 +220,7 @@ class SteeringEngine:
         self._ramp_gen = 0  # bumped when the set of ramping services changes
         self._tick_now = 0.0
         self._next_tick: float | None = None
+        self._latency_indexes: dict[float, tuple[HealthSnapshot, float, LatencyIndex]] = {}
 
     # -- hot path -------------------------------------------------------------------------------
 
@@ -322,11 +324,9 @@ class SteeringEngine:
                 if comp.service.ordering != "latency":
                     continue
                 # A measurement expiring changes answers without a new snapshot.
-                for per_dc in snap.latency.values():
-                    for _rtt, at in per_dc.values():
-                        expiry = at + comp.service.latency_max_age
-                        if expiry > now:
-                            next_tick = expiry if next_tick is None else min(next_tick, expiry)
+                expiry = self._latency_index(snap, comp.service.latency_max_age, now).expires
+                if expiry is not None and expiry > now:
+                    next_tick = expiry if next_tick is None else min(next_tick, expiry)
         ramps = {name: dict(found) for name, found in view.ramps.items()}
         ended = set(self._ramps) - set(ramps)
         if set(ramps) != set(self._ramps) or view.drained != self._drained:
@@ -337,6 +337,15 @@ class SteeringEngine:
         self._next_tick = next_tick
         if ended and self._maps is not None:
             self._maps = None  # maps left out the ramping services: build them again
+
+    def _latency_index(self, snap: HealthSnapshot, max_age: float, now: float) -> LatencyIndex:
+        """The measurements fresh at `now`, indexed; one per (snapshot, max_age, tick)."""
+        held = self._latency_indexes.get(max_age)
+        if held is not None and held[0] is snap and held[1] == now:
+            return held[2]
+        index = LatencyIndex(snap.latency, now, max_age)
+        self._latency_indexes[max_age] = (snap, now, index)
+        return index
 
     def _tick(self) -> None:
         """A share moved a step (or a window ended): cached answers are stale."""
@@ -366,12 +375,17 @@ class SteeringEngine:
 
     @staticmethod
     def _headroom(dc: Datacenter, snap: HealthSnapshot) -> float:
-        """capacity - reported load; capacity alone without a report; 1 when undeclared."""
-        if dc.capacity <= 0:
-            return 1.0
+        """capacity - reported load; capacity alone without a report; 1 when neither the
+        datacenter nor its proxy declares a capacity. The datacenter's `capacity` wins over
+        the one its proxy reports."""
         th = snap.targets.get(dc.name)
+        capacity = dc.capacity
+        if capacity <= 0 and th is not None and th.capacity:
+            capacity = th.capacity
+        if capacity <= 0:
+            return 1.0
         load = th.load if th is not None and th.load is not None else 0.0
-        return max(0.0, dc.capacity - load)
+        return max(0.0, capacity - load)
 
     def _admit(
         self, cands: list[Candidate], ramps: Mapping[str, Transition] | None
@@ -645,12 +659,12 @@ class SteeringEngine:
             if len(selected) > 1 and location is not None:
                 depends = max(depends, location.prefix_len)
             measured_prefix = svc.sticky_ipv4_prefix if version == 4 else svc.sticky_ipv6_prefix
-            rtts, nets = P.fresh_latency(
-                snap.latency, address, prefix, measured_prefix, self._tick_now, svc.latency_max_age
-            )
+            index = self._latency_index(snap, svc.latency_max_age, self._tick_now)
+            measured = index.lookup(address, prefix, measured_prefix)
+            rtts = measured.rtts
             if len(selected) > 1 and use_client:
                 # The answer differs inside any measured network: stay clear of them.
-                depends = max(depends, P.networks_scope(nets, addr_int, version))
+                depends = max(depends, measured.scope)
             if rtts and use_client:
                 ordered = P.latency_order(ordered, rtts)
                 depends = max(depends, min(prefix, measured_prefix))

@@ -279,51 +279,6 @@ def sticky_key(address: bytes, prefix: int, sticky_prefix: int) -> tuple[bytes, 
     return value.to_bytes(len(address), "big") + bytes([plen]), plen
 
 
-def fresh_latency(
-    table: Mapping[str, Mapping[str, tuple[float, float]]],
-    address: bytes,
-    prefix: int,
-    measured_prefix: int,
-    now: float,
-    max_age: float,
-) -> tuple[dict[str, float], list[object]]:
-    """Fresh round-trip times for the measured network holding the client, and every network
-    of its family that has a fresh measurement (the scope must stay clear of them)."""
-    import ipaddress
-
-    version = 4 if len(address) == 4 else 6
-    rtts: dict[str, float] = {}
-    nets: list[object] = []
-    value = int.from_bytes(address, "big")
-    for text, per_dc in table.items():
-        fresh = {dc: rtt for dc, (rtt, at) in per_dc.items() if now - at <= max_age}
-        if not fresh:
-            continue
-        net = ipaddress.ip_network(text, strict=False)
-        if net.version != version:
-            continue
-        nets.append(net)
-        if prefix >= min(net.prefixlen, measured_prefix) and _contains(net, value):
-            rtts = fresh
-    return rtts, nets
-
-
-def networks_scope(nets: Sequence[object], address: int, version: int) -> int:
-    """The prefix needed so the client's scope network does not overlap any of `nets` it is
-    outside of (inside one: that network's length)."""
-    bits = 32 if version == 4 else 128
-    need = 0
-    for net in nets:
-        if _contains(net, address):
-            need = max(need, net.prefixlen)  # type: ignore[attr-defined]
-        else:
-            base = int(net.network_address)  # type: ignore[attr-defined]
-            common = bits - (address ^ base).bit_length()
-            if common < net.prefixlen:  # type: ignore[attr-defined]
-                need = max(need, common + 1)
-    return need
-
-
 def latency_order(ordered: Sequence[Candidate], rtts: Mapping[str, float]) -> list[Candidate]:
     """Measured datacenters first, lowest round-trip time first; then the rest as they were."""
     measured = sorted((c for c in ordered if c.name in rtts), key=lambda c: rtts[c.name])
