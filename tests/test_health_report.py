@@ -258,6 +258,8 @@ async def test_reports_travel_from_proxy_pages_through_agents_into_the_snapshot(
             lambda: (
                 set(holder.current.latency) == {"10.99.0.0/24", "10.98.0.0/24"}
                 and holder.current.targets["east"].load == 120.0
+                # both regions voted on both (a vote arriving later makes a snapshot)
+                and all(len(t.regions) == 2 for t in holder.current.targets.values())
             )
         )
         snap = holder.current

@@ -66,3 +66,8 @@ def test_explain_shows_the_latency_data():
         report = h.engine.explain(service, *pack_client("127.2.5.7", 24))
         steps = {s["step"]: s["detail"] for s in report["steps"]}
         assert "us-east 20.0 ms" in steps["latency"]
+        assert "measured for 127.2.5.0/24" in steps["latency"]  # the network behind it
+        clock.advance(30)
+        report = h.engine.explain(service, *pack_client("127.2.5.7", 24))
+        steps = {s["step"]: s["detail"] for s in report["steps"]}
+        assert "us-east 20.0 ms (30 s ago)" in steps["latency"]  # and how old it is

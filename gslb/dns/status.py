@@ -135,6 +135,7 @@ class NodeStatus:
         if config is not None:
             for name, dc in config.datacenters.items():
                 target = targets.get(name, {})
+                health = node.health.current.targets.get(name)
                 per_region = {
                     region: view.get("state", "unknown")
                     for region, view in target.get("regions", {}).items()
@@ -151,6 +152,11 @@ class NodeStatus:
                         "since": target.get("since"),
                         "regions": per_region,
                         "override": target.get("override"),
+                        # Reported by the datacenter's proxy with its health (requests/s);
+                        # the declared capacity wins over the reported one, as in spillover.
+                        "load": health.load if health is not None else None,
+                        "capacity": dc.capacity
+                        or (health.capacity if health is not None else None),
                     }
                 )
         services = []

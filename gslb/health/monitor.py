@@ -464,6 +464,8 @@ class HealthMonitor:
                 "since": th.since,
                 "checks_state": base.state if base else "unknown",
                 "override": {"mode": o.mode, "reason": o.reason, "at": o.at} if o else None,
+                "load": th.load,
+                "capacity": th.capacity,
                 "regions": per_region,
             }
         return {
@@ -474,6 +476,8 @@ class HealthMonitor:
             "state_file": self.state_file,
             "regions": regions,
             "targets": targets,
+            # Client networks with round-trip times from the proxies (the latency policy).
+            "latency_networks": len(self._latency),
         }
 
     def _detail(self, region: str, target: str) -> dict[str, Any]:

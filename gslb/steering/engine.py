@@ -669,9 +669,14 @@ class SteeringEngine:
                 ordered = P.latency_order(ordered, rtts)
                 depends = max(depends, min(prefix, measured_prefix))
             if trace is not None:
-                if rtts:
-                    text = ", ".join(f"{n} {r * 1000:.1f} ms" for n, r in rtts.items())
-                    _t(trace, "latency", f"measured for the client's network: {text}", ordered)
+                if rtts and measured.network is not None:
+                    at = snap.latency[measured.network]
+                    wall = self.clock.time()
+                    text = ", ".join(
+                        f"{n} {r * 1000:.1f} ms ({max(0.0, wall - at[n][1]):.0f} s ago)"
+                        for n, r in rtts.items()
+                    )
+                    _t(trace, "latency", f"measured for {measured.network}: {text}", ordered)
                 else:
                     _t(trace, "latency", "no fresh measurement: geoproximity", ordered)
         elif ordering == "sticky":

@@ -82,6 +82,7 @@ def explain_decision(
     for name, weight, status in service_datacenters(service):
         dc = engine.datacenters[name]
         state = snap.state(name)
+        th = snap.targets.get(name)
         dist = None
         if (
             location is not None
@@ -108,6 +109,9 @@ def explain_decision(
                 "ipv6": list(dc.ipv6),
                 "cname": dc.cname,
                 "capacity": dc.capacity,
+                # What its proxy reported with its health (spillover weighs the headroom).
+                "load": th.load if th is not None else None,
+                "reported_capacity": th.capacity if th is not None else None,
             }
         )
     ip = ipaddress.ip_address(address)

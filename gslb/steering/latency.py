@@ -23,12 +23,14 @@ class _Family:
     lengths: tuple[int, ...]  # prefix lengths present, longest first
     bases: Mapping[int, list[int]]  # length -> sorted network addresses
     rtts: Mapping[tuple[int, int], Mapping[str, float]]  # (length, base) -> {dc: rtt}
+    names: Mapping[tuple[int, int], str]  # (length, base) -> the network as the table names it
 
 
 @dataclass(frozen=True)
 class Measured:
     rtts: Mapping[str, float]  # {dc: rtt seconds} for the client's measured network; {} if none
     scope: int  # the prefix length needed so the scope network overlaps no other measured one
+    network: str | None = None  # the measured network the rtts are for (a table key)
 
 
 NOTHING = Measured({}, 0)
@@ -39,6 +41,7 @@ class LatencyIndex:
 
     def __init__(self, table: Table, now: float, max_age: float) -> None:
         raw: dict[int, dict[int, dict[int, dict[str, float]]]] = {4: {}, 6: {}}
+        names: dict[int, dict[tuple[int, int], str]] = {4: {}, 6: {}}
         self.expires: float | None = None  # when the next fresh measurement ages out
         for text, per_dc in table.items():
             fresh: dict[str, float] = {}
@@ -55,6 +58,7 @@ class LatencyIndex:
                 continue
             by_base = raw[net.version].setdefault(net.prefixlen, {})
             by_base[int(net.network_address)] = fresh
+            names[net.version][(net.prefixlen, int(net.network_address))] = text
         self._families = {
             version: _Family(
                 tuple(sorted(by_len, reverse=True)),
@@ -64,6 +68,7 @@ class LatencyIndex:
                     for length, by_base in by_len.items()
                     for base, rtts in by_base.items()
                 },
+                names[version],
             )
             for version, by_len in raw.items()
         }
@@ -82,6 +87,7 @@ class LatencyIndex:
         bits = 32 if version == 4 else 128
         value = int.from_bytes(address, "big")
         rtts: Mapping[str, float] = {}
+        network: str | None = None
         found = False
         scope = 0
         for length in family.lengths:
@@ -91,6 +97,7 @@ class LatencyIndex:
                 scope = max(scope, length)
                 if not found and prefix >= min(length, measured_prefix):
                     rtts, found = inside, True
+                    network = family.names[(length, base)]
             # The nearest other networks of this length, below and above the client: the
             # longest common prefix with any of them is reached at one of the two.
             bases = family.bases[length]
@@ -100,4 +107,4 @@ class LatencyIndex:
                     common = bits - (value ^ bases[j]).bit_length()
                     if common < length:
                         scope = max(scope, common + 1)
-        return Measured(rtts, scope)
+        return Measured(rtts, scope, network)

@@ -168,8 +168,10 @@ function renderDcs(st) {
       h("span", { class: "dc-name" }, dc.name),
       h("span", { class: `pill ${state}` }, state),
       ov ? h("span", { class: "pill override", title: ov.reason || "" }, `override: ${ov.mode}`) : null);
-    const detail = h("div", { class: "dc-detail muted" },
-      `${dc.region ? "region " + dc.region : ""}${dc.since ? ` · ${state} since ${clock(dc.since)}` : ""}`);
+    // What its regional proxy reports: requests/s against capacity (spillover weighs headroom).
+    const load = dc.load == null ? "" : ` · load ${Math.round(dc.load)}${dc.capacity ? "/" + Math.round(dc.capacity) : ""} req/s`;
+    const detail = h("div", { class: "dc-detail muted", "data-load": dc.load == null ? null : String(dc.load) },
+      `${dc.region ? "region " + dc.region : ""}${dc.since ? ` · ${state} since ${clock(dc.since)}` : ""}${load}`);
     const reason = dc.reason || ov?.reason ? h("div", { class: "dc-reason" }, ov?.reason ? `${dc.reason || ""}${dc.reason ? " · " : ""}${ov.reason}` : dc.reason) : null;
     const upVotes = regions.filter(([, v]) => v === "up").length;
     const votes = h("div", { class: "votes" }, regions.map(([r, v]) =>
