@@ -159,6 +159,25 @@ def test_drain_ramps_out_then_slow_start_after_clear(node: Node) -> None:
         status = json.load(r)
     ramp = status["services"][0]["transitions"]["eu-west"]  # what the status page shows
     assert ramp["kind"] == "drain" and 0 <= ramp["share"] <= 1
+    # The live node narrates where the ramp stands for a client (`gslb explain --admin`).
+    admin = ["--admin", f"http://127.0.0.1:{node.admin_port}"]
+    explain = subprocess.run(
+        [sys.executable, "-m", "gslb.cli", "explain", "www.example.test", "--client", "127.2.0.1"]
+        + ["--subnet", "127.2.0.0/24", *admin],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert explain.returncode == 0, explain.stdout
+    assert "eu-west drain" in explain.stdout and "client point" in explain.stdout
+    unknown = subprocess.run(
+        [sys.executable, "-m", "gslb.cli", "explain", "nope.example.test", "--client", "127.2.0.1"]
+        + admin,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert unknown.returncode == 2 and "is not a GSLB service" in unknown.stdout
     samples = _follow(node, 0.0, rising=False)
     assert any(0 < s < 1 for s in samples), samples  # a ramp, not a switch
     assert node.ask(CLIENTS[0])[1] == 60  # the drain is over: back to the full TTL

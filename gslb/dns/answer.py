@@ -52,6 +52,8 @@ class Steering(Protocol):
 
     def scope_map_state(self, service: str) -> str: ...
 
+    def explain(self, service: Service, address: bytes, prefix: int) -> dict[str, Any]: ...
+
 
 @dataclass(frozen=True)
 class Identity:

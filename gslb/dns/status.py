@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import ipaddress
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -209,6 +210,29 @@ class NodeStatus:
             "events": list(self.events)[-50:],
             "dnssec": describe_signing(generation.responder.signers, time.time()),
         }
+
+    def explain(self, name: str, client: str, subnet: str | None) -> tuple[int, dict[str, Any]]:
+        """`gslb explain --admin`: the decision this node gives now, on its live health (the
+        proxies' loads and round-trip times included), narrated. (HTTP status, body)."""
+        from ..config.validate import normalize_name
+
+        generation = self.node.generation
+        steering = generation.responder.steering
+        if steering is None:
+            return 404, {"error": "this node serves no GSLB services"}
+        service = steering.services.get(normalize_name(name))
+        if service is None:
+            known = ", ".join(steering.services) or "none"
+            return 404, {"error": f"{name} is not a GSLB service (services: {known})"}
+        try:
+            ipaddress.ip_address(client)
+            net = ipaddress.ip_network(subnet or client, strict=False)
+        except ValueError as exc:
+            return 400, {"error": str(exc)}
+        report = steering.explain(service, net.network_address.packed, net.prefixlen)
+        report["client"]["source"] = client
+        report["node"] = self.name
+        return 200, report
 
     def _cluster(self) -> dict[str, Any] | None:
         if self.cluster is None:

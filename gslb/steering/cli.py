@@ -50,6 +50,12 @@ def add_commands(subparsers: Any) -> None:
     )
     explain.add_argument("--seed", type=int, help="seed the random picks (weighted policy)")
     explain.add_argument("--json", action="store_true", help="print one JSON object")
+    explain.add_argument(
+        "--admin",
+        metavar="URL",
+        help="ask a running DNS node (its admin URL): its live health, loads and round-trip"
+        " times, instead of simulating from --config",
+    )
     explain.set_defaults(func=run_explain)
 
 
@@ -87,7 +93,47 @@ def simulated_snapshot(config: Any, down: list[str], up: list[str]) -> Any:
     return HealthSnapshot(1, MappingProxyType(states))
 
 
+def explain_live(args: argparse.Namespace, out: TextIO) -> int:
+    """`gslb explain --admin URL`: the running node narrates its own decision."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from .explain import format_text
+
+    query = {"name": args.name, "client": args.client}
+    if args.subnet:
+        query["subnet"] = args.subnet
+    url = f"{args.admin.rstrip('/')}/v1/explain?{urllib.parse.urlencode(query)}"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            report = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            why = json.loads(raw).get("error", raw.decode(errors="replace"))
+        except ValueError:
+            why = raw.decode(errors="replace") or str(exc.reason)
+        print(f"error: {why}", file=out)
+        return 2 if exc.code in (400, 404) else 1
+    except OSError as exc:
+        print(f"error: cannot reach {args.admin}: {exc}", file=out)
+        return 1
+    print(json.dumps(report, indent=2) if args.json else format_text(report), file=out)
+    return 0
+
+
 def run_explain(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    if getattr(args, "admin", None):
+        if args.down or args.up or args.seed is not None:
+            print("error: --down, --up and --seed simulate; a live node has real health", file=out)
+            return 2
+        return explain_live(args, out)
+    return explain_offline(args, out)
+
+
+def explain_offline(args: argparse.Namespace, out: TextIO) -> int:
     from ..config.sources import load_sources
     from ..config.validate import normalize_name
     from ..geo.locate import Locator
@@ -95,7 +141,6 @@ def run_explain(args: argparse.Namespace, out: TextIO | None = None) -> int:
     from .engine import SteeringEngine
     from .explain import format_text
 
-    out = out or sys.stdout
     try:
         config = load_sources(
             zones_dir=args.zones,
