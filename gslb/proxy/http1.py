@@ -622,14 +622,12 @@ class ClientConn(asyncio.Protocol):
         method = parser.get_method()
         version = parser.get_http_version()
         req.started = time.monotonic()
-        # From here the request ends exactly once (_unload), whatever its fate.
-        req.loaded = True
-        self.listener.load.begin()
         rtt = kernel_rtt(self.sock)  # the handshake has given the kernel a sample by now
         if rtt is not None:
             self.listener.rtt.add(self.ip, rtt)
         verdict = request_framing(method, version, req.url, req.headers, parser.should_keep_alive())
         if isinstance(verdict, Refusal):
+            self._load(req)
             self.stopped = True
             self.metrics.rejected("malformed")
             req.reply = text_reply(verdict.status, verdict.text, close=True)
@@ -641,6 +639,9 @@ class ClientConn(asyncio.Protocol):
             method, version, verdict, req.headers, self.ip, self.listener.proto
         )
         req.view = view
+        if view.path != self.exchange.status_path:
+            # The probe reading the load is not load: /health would never show 0 in flight.
+            self._load(req)
         req.keep_alive = verdict.keep_alive
         req.chunked = verdict.chunked
         req.complete = not verdict.chunked and not verdict.length
@@ -1082,6 +1083,12 @@ class ClientConn(asyncio.Protocol):
         self.out.append(reply.render(keep, head, self.exchange.date_line()))
         self._finish(req)
         self.flush()
+
+    def _load(self, req: _Req) -> None:
+        """A request head is complete: in flight until _unload, which runs exactly once
+        whatever its fate (reply, error, client gone, dropped from the pipeline)."""
+        req.loaded = True
+        self.listener.load.begin()
 
     def _unload(self, req: _Req) -> None:
         """The request is over (answered, failed or abandoned): off the load meter, once."""
