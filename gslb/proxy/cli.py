@@ -12,8 +12,10 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +23,7 @@ from ..errors import ConfigError
 from ..logs import announce
 from .balancers import BALANCER_NAMES
 from .settings import ProxySettings
+from .share import WorkerShare
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,6 +43,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tcp-checks", action="store_true", help="quick mode: TCP-connect checks")
     p.add_argument("--check-interval", type=float, default=2.0, help="seconds between checks")
     p.add_argument("--min-healthy", type=int, default=1, help="members up for /health to be 200")
+    p.add_argument(
+        "--capacity", type=float, help="quick mode: requests/s this proxy is sized for (reported)"
+    )
     p.add_argument("--access-log", default="off", choices=("off", "combined", "json"))
     p.add_argument("--config", help="full mode: the gslb YAML file (its proxy: section)")
     p.add_argument("--region", help="full mode: which region of proxy.regions to serve")
@@ -75,15 +81,16 @@ def build_settings(args: argparse.Namespace) -> ProxySettings:
             check_interval=args.check_interval,
             tcp_checks=args.tcp_checks,
             access_log=args.access_log,
+            capacity=args.capacity,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
 
-async def _serve(settings: ProxySettings, reuse_port: bool) -> None:
+async def _serve(settings: ProxySettings, reuse_port: bool, share: WorkerShare | None) -> None:
     from .quick import serve
 
-    server = await serve(settings, reuse_port=reuse_port)
+    server = await serve(settings, reuse_port=reuse_port, share=share)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -99,17 +106,17 @@ async def _serve(settings: ProxySettings, reuse_port: bool) -> None:
         await server.close()
 
 
-def _run_loop(settings: ProxySettings, reuse_port: bool) -> None:
+def _run_loop(settings: ProxySettings, reuse_port: bool, share: WorkerShare | None = None) -> None:
     try:
         import uvloop
 
         runner: Callable[..., Any] = uvloop.run
     except ImportError:  # uvloop is optional (e.g. on Windows)
         runner = asyncio.run
-    runner(_serve(settings, reuse_port))
+    runner(_serve(settings, reuse_port, share))
 
 
-def _worker(settings: ProxySettings) -> None:
+def _worker(settings: ProxySettings, share_dir: str, index: int) -> None:
     """One of --workers N processes: dies with its parent, shares the port (SO_REUSEPORT)."""
     if sys.platform == "linux":
         import ctypes
@@ -118,7 +125,7 @@ def _worker(settings: ProxySettings) -> None:
         # must not leave orphan workers holding the port.
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
-    _run_loop(settings, reuse_port=True)
+    _run_loop(settings, reuse_port=True, share=WorkerShare(share_dir, index))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -141,7 +148,10 @@ def run(args: argparse.Namespace) -> int:
         print("gslb proxy: --workers > 1 needs fixed ports", file=sys.stderr)
         return 2
     ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_worker, args=(settings,)) for _ in range(workers)]
+    # Where the workers publish their load and RTT tables so any of them reports the whole
+    # proxy (share.py); removed when they are all gone.
+    share_dir = tempfile.mkdtemp(prefix="gslb-proxy-")
+    procs = [ctx.Process(target=_worker, args=(settings, share_dir, i)) for i in range(workers)]
     for proc in procs:
         proc.start()
 
@@ -152,8 +162,11 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    for proc in procs:
-        proc.join()
+    try:
+        for proc in procs:
+            proc.join()
+    finally:
+        shutil.rmtree(share_dir, ignore_errors=True)
     return max((proc.exitcode or 0) for proc in procs)
 
 

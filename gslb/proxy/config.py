@@ -46,6 +46,7 @@ from ..config.yaml_loader import load_yaml_file, mark_of
 from ..errors import ConfigError, Mark, Reason
 from .balancers import BALANCER_NAMES, valid_hash_key
 from .outlier import OutlierSettings
+from .rtt import RttSpec
 from .server import parse_listen
 from .settings import (
     DEFAULT_HIDE_HEADERS,
@@ -389,6 +390,33 @@ class _Cache:
         return CacheSpec(self.max_bytes, self.max_object_bytes, self.purge_allow)
 
 
+_RD = RttSpec()
+
+
+def _rtt_report(value: _Rtt, report: Report, at: At, raw: Any) -> None:
+    if value.report_networks > value.max_networks:
+        report.error(at.child(raw, "report_networks"), "must be <= max_networks")
+
+
+@dataclass(frozen=True)
+class _Rtt:
+    """The client RTT table reported on the status endpoint (proxy-wide)."""
+
+    prefix_v4: int = setting(_RD.prefix_v4, Int(8, 32))
+    prefix_v6: int = setting(_RD.prefix_v6, Int(16, 128))
+    max_age: float = setting(_RD.max_age, Duration(1))
+    max_networks: int = setting(_RD.max_networks, Int(1, 10_000_000))
+    # A probe reads at most 256 KiB of the status body: about 60 bytes a network.
+    report_networks: int = setting(_RD.report_networks, Int(0, 4000))
+
+    __checks__: ClassVar[tuple[object, ...]] = (_rtt_report,)
+
+    def spec(self) -> RttSpec:
+        return RttSpec(
+            self.prefix_v4, self.prefix_v6, self.max_age, self.max_networks, self.report_networks
+        )
+
+
 def _region_rules(value: _Region, report: Report, at: At, raw: Any) -> None:
     """Listeners and routes name pools of this region; every pool is used."""
     raw_pools = raw.get("pools")
@@ -434,6 +462,7 @@ class _Region:
         MappingProxyType({}), MapOf(Section(_Pool, name_field="name"))
     )
     limits: _Limits | None = setting(None, Section(_Limits))
+    capacity: float | None = setting(None, Optional(Float(0.001)))  # requests/s, reported
     name: str = ""
 
     __checks__: ClassVar[tuple[object, ...]] = (_region_rules,)
@@ -457,6 +486,7 @@ class _Proxy:
     trusted_proxies: tuple[str, ...] = setting((), CIDRS)
     cookie_secret: str = setting("", Str())
     compress_min_bytes: int = setting(256, Size(0))
+    rtt: _Rtt = setting(_Rtt(), Section(_Rtt))
 
 
 # The keys each mapping accepts (docs/proxy.md describes every one).
@@ -472,6 +502,7 @@ OUTLIER_KEYS = set(section_keys(_Outlier))
 LIMIT_KEYS = set(section_keys(_Limits))
 CACHE_KEYS = set(section_keys(_Cache))
 CERT_KEYS = set(section_keys(_Cert))
+RTT_KEYS = set(section_keys(_Rtt))
 
 
 def _region_settings(
@@ -507,6 +538,8 @@ def _region_settings(
         trusted_proxies=proxy.trusted_proxies,
         cookie_secret=proxy.cookie_secret,
         compress_min_bytes=proxy.compress_min_bytes,
+        capacity=region.capacity,
+        rtt=proxy.rtt.spec(),
     )
 
 

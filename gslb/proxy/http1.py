@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
+import struct
 import time
 from asyncio import sslproto
 from collections import deque
@@ -28,9 +30,11 @@ from .cache import Entry
 from .compress import Compressor
 from .exchange import Exchange, Reply, RequestView, text_reply
 from .framing import Refusal, request_framing, response_framing
+from .load import LoadMeter
 from .metrics import ProxyMetrics
 from .pool import Member, Pool
 from .protect import ConnectionGuard
+from .rtt import RttTable
 from .settings import ListenerSpec, ProxySettings, RouteSpec
 from .upstream_tls import server_name
 
@@ -46,6 +50,28 @@ REFUSED = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 24\r\n"
     b"Connection: close\r\n\r\ntoo many connections...\n"
 )
+
+
+# Linux struct tcp_info: tcpi_rtt (smoothed RTT, microseconds) is the u32 at byte 68.
+TCP_INFO = getattr(socket, "TCP_INFO", None)
+TCP_INFO_SIZE = 104
+TCPI_RTT = struct.Struct("=I")
+TCPI_RTT_OFFSET = 68
+
+
+def kernel_rtt(sock: Any) -> float | None:
+    """The kernel's smoothed RTT of a TCP socket in seconds; None when it has none (not TCP,
+    not Linux, closed). One getsockopt call."""
+    if sock is None or TCP_INFO is None:
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, TCP_INFO, TCP_INFO_SIZE)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+    if len(info) < TCPI_RTT_OFFSET + 4:
+        return None
+    (micros,) = TCPI_RTT.unpack_from(info, TCPI_RTT_OFFSET)
+    return float(micros) / 1e6 if micros else None
 
 
 class _Stop(Exception):
@@ -92,6 +118,7 @@ class _Req:
     kept: list[bytes] | None = None  # the response body kept for the cache
     store_size = 0
     waiting = False  # for a free connection slot of its member
+    loaded = False  # counted in flight on the load meter, until _unload
 
     def __init__(self) -> None:
         self.headers = []
@@ -357,6 +384,7 @@ class ClientConn(asyncio.Protocol):
         self.deadline = 0.0  # checked by the listener's sweep; 0 = none
         self.deadline_kind = ""
         self.out: list[bytes] = []  # response bytes batched into one write per upstream read
+        self.sock: Any = None  # the TCP socket, for its kernel RTT (None: not TCP)
 
     # -- connection
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -369,6 +397,9 @@ class ClientConn(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         peer = transport.get_extra_info("peername")
         self.ip = str(peer[0]) if peer else ""
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            self.sock = sock
         if not self.listener.guard.admit(self.ip):
             self.metrics.rejected("connections")
             if self.listener.ssl is None:
@@ -434,6 +465,8 @@ class ClientConn(asyncio.Protocol):
         if self.current is not None:
             self.current.status = self.current.status or 499  # client closed first
             self._finish_log(self.current)
+        for req in self.pending:
+            self._unload(req)  # queued behind the one being answered: never answered
         self.current = None
         self.pending.clear()
 
@@ -589,8 +622,12 @@ class ClientConn(asyncio.Protocol):
         method = parser.get_method()
         version = parser.get_http_version()
         req.started = time.monotonic()
+        rtt = kernel_rtt(self.sock)  # the handshake has given the kernel a sample by now
+        if rtt is not None:
+            self.listener.rtt.add(self.ip, rtt)
         verdict = request_framing(method, version, req.url, req.headers, parser.should_keep_alive())
         if isinstance(verdict, Refusal):
+            self._load(req)
             self.stopped = True
             self.metrics.rejected("malformed")
             req.reply = text_reply(verdict.status, verdict.text, close=True)
@@ -602,6 +639,9 @@ class ClientConn(asyncio.Protocol):
             method, version, verdict, req.headers, self.ip, self.listener.proto
         )
         req.view = view
+        if view.path != self.exchange.status_path:
+            # The probe reading the load is not load: /health would never show 0 in flight.
+            self._load(req)
         req.keep_alive = verdict.keep_alive
         req.chunked = verdict.chunked
         req.complete = not verdict.chunked and not verdict.length
@@ -872,6 +912,8 @@ class ClientConn(asyncio.Protocol):
         conn.tunnel = self
         self.tunnel_to = conn
         self._finish_log(req)
+        for queued in self.pending:
+            self._unload(queued)
         self.current = None
         self.pending.clear()
         self.flush()
@@ -1042,7 +1084,20 @@ class ClientConn(asyncio.Protocol):
         self._finish(req)
         self.flush()
 
+    def _load(self, req: _Req) -> None:
+        """A request head is complete: in flight until _unload, which runs exactly once
+        whatever its fate (reply, error, client gone, dropped from the pipeline)."""
+        req.loaded = True
+        self.listener.load.begin()
+
+    def _unload(self, req: _Req) -> None:
+        """The request is over (answered, failed or abandoned): off the load meter, once."""
+        if req.loaded:
+            req.loaded = False
+            self.listener.load.end()
+
     def _finish_log(self, req: _Req) -> None:
+        self._unload(req)
         pool = req.pool
         if req.counted and pool is not None:
             req.counted = False
@@ -1101,8 +1156,12 @@ class HttpListener:
         guard: ConnectionGuard,
         metrics: ProxyMetrics,
         ssl_context: ssl.SSLContext | None = None,
+        load: LoadMeter | None = None,
+        rtt: RttTable | None = None,
     ) -> None:
         self.spec = spec
+        self.load = load if load is not None else LoadMeter(settings.capacity)
+        self.rtt = rtt if rtt is not None else RttTable(settings.rtt)
         self.settings = settings
         self.exchange = exchange
         self.guard = guard

@@ -8,7 +8,7 @@ calls per update); the registry reads them through a collector when it is scrape
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -17,6 +17,9 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
+
+from .load import LoadSnapshot
+from .rtt import NetworkRtt
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -33,6 +36,8 @@ class ProxyMetrics:
         self.cache_lookups: dict[str, int] = {}
         self.members_up: dict[str, int] = {}
         self._codes = {c: f"{c}xx" for c in range(10)}
+        # Set by ProxyServer: () -> (LoadSnapshot, networks, now), the whole proxy's view.
+        self.load_source: Callable[[], tuple[LoadSnapshot, list[NetworkRtt], float]] | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)  # a collector: it has collect()
 
@@ -125,6 +130,24 @@ class ProxyMetrics:
         for pool, n in list(self.members_up.items()):
             gauge.add_metric([pool], n)
         yield gauge
+        if self.load_source is not None:
+            load, networks, _ = self.load_source()
+            for name, text, value in (
+                ("gslb_proxy_in_flight", "Client requests being answered", load.in_flight),
+                (
+                    "gslb_proxy_requests_per_second",
+                    "Client requests completed per second (10 s window)",
+                    load.requests_per_second,
+                ),
+                (
+                    "gslb_proxy_rtt_networks",
+                    "Client networks with a fresh RTT (as reported, at most report_networks)",
+                    len(networks),
+                ),
+            ):
+                g = GaugeMetricFamily(name, text)
+                g.add_metric([], value)
+                yield g
 
     def text(self) -> bytes:
         """Prometheus exposition text of every proxy metric."""

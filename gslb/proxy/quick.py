@@ -8,6 +8,7 @@ from .balancers import BALANCER_NAMES, valid_hash_key
 from .outlier import OutlierSettings
 from .server import ProxyServer, parse_listen
 from .settings import CheckSpec, ListenerSpec, MemberSpec, PoolSpec, ProxySettings, RouteSpec
+from .share import WorkerShare
 
 
 def parse_upstream(text: str) -> MemberSpec:
@@ -33,6 +34,7 @@ def quick_settings(
     tcp_checks: bool = False,
     access_log: str = "off",
     status_path: str | None = "/health",
+    capacity: float | None = None,
 ) -> ProxySettings:
     """Settings of a one-listener, one-pool HTTP proxy.
 
@@ -46,6 +48,8 @@ def quick_settings(
         raise ValueError(f"bad hash key {hash_key!r}: ip, uri, header:NAME or cookie:NAME")
     if not upstreams:
         raise ValueError("at least one upstream is needed")
+    if capacity is not None and not capacity > 0:
+        raise ValueError(f"capacity must be a positive number of requests/s, not {capacity}")
     host, port = parse_listen(listen)
     check = None
     if health_path is not None or tcp_checks:
@@ -68,11 +72,14 @@ def quick_settings(
         pools={"default": pool},
         access_log=access_log,
         status_path=status_path,
+        capacity=capacity,
     )
 
 
-async def serve(settings: ProxySettings, reuse_port: bool = False) -> ProxyServer:
-    server = ProxyServer(settings, reuse_port=reuse_port)
+async def serve(
+    settings: ProxySettings, reuse_port: bool = False, share: WorkerShare | None = None
+) -> ProxyServer:
+    server = ProxyServer(settings, reuse_port=reuse_port, share=share)
     try:
         await server.start()
     except BaseException:

@@ -23,11 +23,14 @@ from ..config.schema import parse_hostport
 from .cache import Cache
 from .exchange import Exchange, host_matches
 from .http1 import HttpListener
+from .load import LoadMeter, LoadSnapshot, merge_loads
 from .metrics import ProxyMetrics
 from .persistence import CookieCodec
 from .pool import ActiveChecker, Pool
 from .protect import ConnectionGuard
+from .rtt import NetworkRtt, RttTable, merge_rtts, rtt_json
 from .settings import ListenerSpec, ProxySettings
+from .share import PUBLISH_INTERVAL, WorkerShare, encode
 from .tcp import TcpRelay
 
 log = logging.getLogger("gslb.proxy")
@@ -73,11 +76,19 @@ class ProxyServer:
         rng: random.Random | None = None,
         reuse_port: bool = False,
         metrics: ProxyMetrics | None = None,
+        share: WorkerShare | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
+        # One meter and one RTT table for every listener of this process; with --workers N,
+        # `share` merges the other workers' into what /health reports.
+        self.load = LoadMeter(settings.capacity, clock)
+        self.rtt = RttTable(settings.rtt, clock)
+        self.share = share
+        self._publisher: asyncio.Task[None] | None = None
         self.reuse_port = reuse_port
         self.metrics = metrics if metrics is not None else ProxyMetrics()
+        self.metrics.load_source = self.load_report
         self.pools = {name: Pool(spec, clock, rng) for name, spec in settings.pools.items()}
         self.checker = ActiveChecker(list(self.pools.values()))
         lim = settings.limits
@@ -118,7 +129,14 @@ class ProxyServer:
             else:
                 ctx = make_ssl_context(listener) if listener.mode == "https" else None
                 factory = HttpListener(
-                    listener, self.settings, self.exchange, self.guard, self.metrics, ctx
+                    listener,
+                    self.settings,
+                    self.exchange,
+                    self.guard,
+                    self.metrics,
+                    ctx,
+                    load=self.load,
+                    rtt=self.rtt,
                 )
                 self._http.append(factory)
             server = await loop.create_server(
@@ -133,6 +151,19 @@ class ProxyServer:
             self.ports.append(sock.getsockname()[1])
         self.checker.start()
         self._sweeper = asyncio.create_task(self._sweep_idle())
+        if self.share is not None:
+            self._publisher = asyncio.create_task(self._publish())
+
+    def _snapshot(self) -> bytes:
+        now = self.clock.monotonic()
+        return encode(now, self.load.snapshot(now), self.rtt.recent())
+
+    async def _publish(self) -> None:
+        """With --workers: this worker's load and RTT table, for the others to merge."""
+        assert self.share is not None
+        while True:
+            self.share.publish(self._snapshot())
+            await asyncio.sleep(PUBLISH_INTERVAL)
 
     async def _sweep_idle(self) -> None:
         """Close upstream connections idle longer than their pool's keep-alive."""
@@ -146,6 +177,11 @@ class ProxyServer:
                         conn.close()
 
     async def close(self) -> None:
+        if self._publisher is not None:
+            self._publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._publisher
+            self._publisher = None
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -173,7 +209,26 @@ class ProxyServer:
         for p in self.pools.values():
             self.metrics.up(p.name, p.healthy_count())
         ok = all(p["ok"] for p in pools)
-        return ok, {"status": "ok" if ok else "fail", "pools": pools}
+        load, networks, now = self.load_report()
+        return ok, {
+            "status": "ok" if ok else "fail",
+            "pools": pools,
+            "load": load.to_json(),
+            "rtt": rtt_json(networks, now),
+        }
+
+    def load_report(self) -> tuple[LoadSnapshot, list[NetworkRtt], float]:
+        """The whole proxy's load and freshest networks: this process's, merged with the
+        other workers' published snapshots under --workers."""
+        now = self.clock.monotonic()
+        own = self.load.snapshot(now)
+        networks = self.rtt.recent()
+        if self.share is None:
+            return own, networks, now
+        peers = self.share.peers(now)
+        load = merge_loads([own, *(p.load for p in peers)], self.settings.capacity)
+        merged = merge_rtts([networks, *(p.networks for p in peers)], now, self.settings.rtt)
+        return load, merged, now
 
 
 def parse_listen(text: str) -> tuple[str, int]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from ..errors import Mark
 from .outlier import OutlierSettings
+from .rtt import RttSpec
 
 DEFAULT_HIDE_HEADERS = ("Server", "X-Powered-By", "X-AspNet-Version", "X-Runtime")
 
@@ -137,3 +138,5 @@ class ProxySettings:
     trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For/Forwarded are extended
     cookie_secret: str = ""  # HMAC key of persistence cookies; random per start if empty
     compress_min_bytes: int = 256
+    capacity: float | None = None  # requests/s this region's proxy is sized for (reported)
+    rtt: RttSpec = field(default_factory=RttSpec)  # the client RTT table (proxy-wide)

@@ -301,7 +301,7 @@ def test_docs_describe_every_key() -> None:
     groups = (
         config.TOP_KEYS, config.REGION_KEYS, config.LISTENER_KEYS, config.ROUTE_KEYS,
         config.POOL_KEYS, config.MEMBER_KEYS, config.CHECK_KEYS, config.OUTLIER_KEYS,
-        config.LIMIT_KEYS, config.CACHE_KEYS, config.CERT_KEYS,
+        config.LIMIT_KEYS, config.CACHE_KEYS, config.CERT_KEYS, config.RTT_KEYS,
     )  # fmt: skip
     missing = sorted({k for group in groups for k in group if f"`{k}`" not in doc})
     assert not missing, f"docs/proxy.md does not describe: {missing}"
