@@ -51,6 +51,7 @@ class StackOptions:
     backend_base_port: int = 9100
     backends_per_datacenter: int = 2
     proxy_check_interval: float = 0.25
+    proxy_capacity: float = 50.0  # requests/s each example proxy declares
     log_level: str = "WARNING"  # for the child processes
     state_dir: str | None = None  # None: default_state_dir()
     cluster: bool = False  # 3 etcd members + 2 DNS nodes
@@ -131,6 +132,9 @@ class Stack:
                 str(options.proxy_check_interval),
                 "--min-healthy",
                 "1",
+                # Reported with its health: spillover weighs capacity minus load.
+                "--capacity",
+                str(options.proxy_capacity),
             )
         for agent in config.health.agents:
             self.probes[agent.region] = await self._spawn(

@@ -79,6 +79,12 @@ def test_metrics_and_status(stack: RunningStack) -> None:
     assert [z["origin"] for z in status["zones"]] == ["example.test."]
     assert {s["name"] for s in status["services"]} >= {"www.example.test.", "geo.example.test."}
     assert status["answers"]["by_datacenter"].get("eu-west", 0) >= 3
+    # Every example proxy reports its load and its capacity with its health.
+    deadline = time.monotonic() + 15
+    while any(dc["load"] is None for dc in stack.status()["datacenters"]):
+        assert time.monotonic() < deadline, "no load reported"
+        time.sleep(0.2)
+    assert {dc["capacity"] for dc in stack.status()["datacenters"]} == {50.0}
 
 
 def test_override_drains_a_datacenter(stack: RunningStack) -> None:
