@@ -406,8 +406,8 @@ class _Rtt:
     prefix_v6: int = setting(_RD.prefix_v6, Int(16, 128))
     max_age: float = setting(_RD.max_age, Duration(1))
     max_networks: int = setting(_RD.max_networks, Int(1, 10_000_000))
-    # A probe reads at most 256 KiB of the status body: about 60 bytes a network.
-    report_networks: int = setting(_RD.report_networks, Int(0, 4000))
+    # A probe reads at most 256 KiB of the status body: up to ~80 bytes a network.
+    report_networks: int = setting(_RD.report_networks, Int(0, 3000))
 
     __checks__: ClassVar[tuple[object, ...]] = (_rtt_report,)
 

@@ -357,7 +357,7 @@ async def test_workers_report_the_whole_proxy(backends) -> None:  # type: ignore
                 entry = body["rtt"]["networks"]["127.0.0.0/24"]
                 assert entry["samples"] >= n
                 assert 0 < entry["rtt_ms"] < 50
-            b.delay = 1.5
+            b.delay = 3.0
             # Slow requests spread over both workers: in flight sums them.
             slow = [asyncio.ensure_future(session.get(f"{base}/s{i}")) for i in range(4)]
 
