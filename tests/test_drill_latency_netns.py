@@ -38,11 +38,11 @@ VIP = {"east": "10.77.1.1", "west": "10.77.2.1"}  # what DNS answers for each re
 # sample for the proxy), from the client's one address.
 CLIENT_LOOP = r"""
 import socket, sys, time
-targets = sys.argv[1:]
+port, source, targets = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
 while True:
     for host in targets:
         try:
-            s = socket.create_connection((host, %d), timeout=3, source_address=("%s", 0))
+            s = socket.create_connection((host, port), timeout=3, source_address=(source, 0))
             s.sendall(b"GET / HTTP/1.1\r\nHost: drill\r\nConnection: close\r\n\r\n")
             while s.recv(65536):
                 pass
@@ -50,7 +50,7 @@ while True:
         except OSError as exc:
             print("client:", host, exc, file=sys.stderr, flush=True)
     time.sleep(0.2)
-""" % (PROXY_PORT, CLIENT)
+"""
 
 CONFIG = """\
 geoip: {geoip}
@@ -120,7 +120,7 @@ class Drill:
             stderr=subprocess.DEVNULL,
         )
         client.popen(
-            [sys.executable, "-c", CLIENT_LOOP, VIP["east"], VIP["west"]],
+            [sys.executable, "-c", CLIENT_LOOP, str(PROXY_PORT), CLIENT, VIP["east"], VIP["west"]],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
