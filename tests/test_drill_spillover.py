@@ -237,6 +237,14 @@ def test_spilled_clients_follow_the_headroom_the_proxies_report(stack: Stack) ->
         assert "fra unavailable: spread over headroom" in steps["spillover"]
         loads = {c["datacenter"]: c["load"] for c in report["candidates"]}
         assert loads["ams"] > 10 and report["answers"] == [SITES[busy["127.2.0.0"]][2]]
+        text = subprocess.run(
+            [*GSLB, "explain", "www.example.test", "--client", "127.2.0.1"]
+            + ["--subnet", "127.2.0.0/24", "--admin", f"http://127.0.0.1:{stack.admin_port}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
+        assert f"/{CAPACITY:g} req/s" in text and "spillover: fra unavailable" in text
     finally:
         stop.set()
         worker.join(10)

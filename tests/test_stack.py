@@ -85,6 +85,12 @@ def test_metrics_and_status(stack: RunningStack) -> None:
         assert time.monotonic() < deadline, "no load reported"
         time.sleep(0.2)
     assert {dc["capacity"] for dc in stack.status()["datacenters"]} == {50.0}
+    # The stack's node narrates its live decision too (one admin API for every node).
+    explain = stack.gslb(
+        "explain", "spill.example.test", "--client", "127.2.0.1", "--admin", stack.admin
+    )
+    assert explain.returncode == 0, explain.stdout + explain.stderr
+    assert "geoproximity:" in explain.stdout and "/50 req/s" in explain.stdout
 
 
 def test_override_drains_a_datacenter(stack: RunningStack) -> None:

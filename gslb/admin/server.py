@@ -85,6 +85,9 @@ class StatusSource(Protocol):
     # events (same shape as status["events"][i]); returns an unsubscribe function
     def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> Callable[[], None]: ...
 
+    # `gslb explain --admin`: (HTTP status, the narrated decision this node gives now)
+    def explain(self, name: str, client: str, subnet: str | None) -> tuple[int, dict[str, Any]]: ...
+
 
 def parse_listen(listen: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
     """'host:port', '[v6]:port', ':port' or 'port' -> (host, port). Empty host means loopback.
@@ -249,6 +252,7 @@ async def start_admin(
             web.get("/status", _status),
             web.post("/v1/reload", _reload),
             web.get("/v1/events", _events_stream),
+            web.get("/v1/explain", _explain),
             *extra_routes,
         ]
     )
@@ -388,6 +392,16 @@ async def _metrics(request: web.Request) -> web.Response:
 async def _status(request: web.Request) -> web.Response:
     cfg = request.app[CONFIG]
     return web.json_response(cfg.source.status(), dumps=_dumps)
+
+
+async def _explain(request: web.Request) -> web.Response:
+    """?name=&client=[&subnet=]: the node narrates the decision it gives now (live health)."""
+    cfg = request.app[CONFIG]
+    query = request.query
+    if not query.get("name") or not query.get("client"):
+        return _error(400, "give name and client")
+    code, body = cfg.source.explain(query["name"], query["client"], query.get("subnet"))
+    return web.json_response(body, status=code, dumps=_dumps)
 
 
 async def _reload(request: web.Request) -> web.Response:

@@ -223,8 +223,6 @@ async def start_node_admin(
     listen = node.options.admin_listen or settings.listen
     if not listen or listen == "off":
         return None
-    from aiohttp import web
-
     from ..admin.server import start_admin
     from ..health.admin import admin_routes
 
@@ -237,15 +235,6 @@ async def start_node_admin(
             unavailable=(ClusterUnavailable,),
         )
     status = NodeStatus(node, name=node_name(node), workers=pool, cluster=follower)
-
-    async def explain(request: web.Request) -> web.Response:
-        query = request.query
-        if not query.get("name") or not query.get("client"):
-            return web.json_response({"error": "give name and client"}, status=400)
-        code, body = status.explain(query["name"], query["client"], query.get("subnet"))
-        return web.json_response(body, status=code)
-
-    routes = [*routes, web.get("/v1/explain", explain)]
     try:
         admin = await start_admin(
             listen, status, token=settings.token, allow=settings.allow_check(), extra_routes=routes

@@ -167,9 +167,15 @@ def format_text(report: dict[str, Any]) -> str:
         bias = f" bias {c['bias']:+g}" if c["bias"] else ""
         health = "healthy" if c["healthy"] else "DOWN"
         forced = f" status {c['status']}" if c["status"] != "obey" else ""
+        capacity = c["capacity"] or c.get("reported_capacity")
+        load = (
+            f" load {c['load']:g}{f'/{capacity:g}' if capacity else ''} req/s"
+            if c.get("load") is not None
+            else ""
+        )
         lines.append(
             f"  {c['datacenter']:<16} {dist}{bias}  {c['state']:<7} -> {health:<7}"
-            f" weight {c['weight']}{forced}"
+            f" weight {c['weight']}{forced}{load}"
         )
     lines.append("steps:")
     for i, s in enumerate(report["steps"], 1):
