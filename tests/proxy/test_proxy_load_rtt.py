@@ -7,7 +7,6 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -226,14 +225,47 @@ async def test_health_reports_load_and_loopback_rtt(backends, proxy) -> None:  #
     assert 0 <= entry["age"] < 5
 
 
-async def test_health_rtt_over_ipv6_loopback(backends, proxy) -> None:  # type: ignore[no-untyped-def]
-    if not socket.has_ipv6:
-        pytest.skip("no IPv6")
+async def test_https_requests_are_measured_too(backends, proxy, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import ssl
+
+    import trustme
+
+    from gslb.proxy.settings import CertSpec, ListenerSpec
+
+    ca = trustme.CA()
+    issued = ca.issue_cert("app.test")
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    issued.private_key_and_cert_chain_pem.write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
     (b,) = await backends(1)
-    try:
-        p = await proxy(quick_settings("[::1]:0", [b.address]))
-    except OSError:
-        pytest.skip("no ::1")
+    tls = ListenerSpec(
+        "127.0.0.1", 0, mode="https", certificates=(CertSpec(("app.test",), str(cert), str(key)),)
+    )
+    settings = dataclasses.replace(quick_settings("127.0.0.1:0", [b.address]), listeners=(tls,))
+    p = await proxy(settings)
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    # The RTT is the TCP socket's under the TLS layer: HTTPS clients are measured like HTTP ones.
+    conn = aiohttp.TCPConnector(force_close=True, ssl=ctx)
+    async with aiohttp.ClientSession(connector=conn) as session:
+        for i in range(3):
+            async with session.get(
+                f"https://127.0.0.1:{p.port}/r{i}", server_hostname="app.test"
+            ) as resp:
+                assert resp.status == 200
+        async with session.get(
+            f"https://127.0.0.1:{p.port}/health", server_hostname="app.test"
+        ) as resp:
+            body = json.loads(await resp.text())
+    entry = body["rtt"]["networks"]["127.0.0.0/24"]
+    assert entry["samples"] >= 4 and 0 < entry["rtt_ms"] < 50
+    assert body["load"]["requests_per_second"] == pytest.approx(3 / 10)
+
+
+async def test_health_rtt_over_ipv6_loopback(backends, proxy) -> None:  # type: ignore[no-untyped-def]
+    # ::1 is there wherever the suite runs (CI too): no skip.
+    (b,) = await backends(1)
+    p = await proxy(quick_settings("[::1]:0", [b.address]))
     async with aiohttp.ClientSession() as session:
         async with session.get(f"http://[::1]:{p.port}/x") as resp:
             assert resp.status == 200
