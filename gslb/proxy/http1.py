@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import ssl
-import struct
 import time
 from asyncio import sslproto
 from collections import deque
@@ -36,6 +34,7 @@ from .pool import Member, Pool
 from .protect import ConnectionGuard
 from .rtt import RttTable
 from .settings import ListenerSpec, ProxySettings, RouteSpec
+from .tcpinfo import kernel_rtt, tcp_socket
 from .upstream_tls import server_name
 
 log = logging.getLogger("gslb.proxy.http")
@@ -50,28 +49,6 @@ REFUSED = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 24\r\n"
     b"Connection: close\r\n\r\ntoo many connections...\n"
 )
-
-
-# Linux struct tcp_info: tcpi_rtt (smoothed RTT, microseconds) is the u32 at byte 68.
-TCP_INFO = getattr(socket, "TCP_INFO", None)
-TCP_INFO_SIZE = 104
-TCPI_RTT = struct.Struct("=I")
-TCPI_RTT_OFFSET = 68
-
-
-def kernel_rtt(sock: Any) -> float | None:
-    """The kernel's smoothed RTT of a TCP socket in seconds; None when it has none (not TCP,
-    not Linux, closed). One getsockopt call."""
-    if sock is None or TCP_INFO is None:
-        return None
-    try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, TCP_INFO, TCP_INFO_SIZE)
-    except (OSError, ValueError, TypeError, AttributeError):
-        return None
-    if len(info) < TCPI_RTT_OFFSET + 4:
-        return None
-    (micros,) = TCPI_RTT.unpack_from(info, TCPI_RTT_OFFSET)
-    return float(micros) / 1e6 if micros else None
 
 
 class _Stop(Exception):
@@ -397,9 +374,7 @@ class ClientConn(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         peer = transport.get_extra_info("peername")
         self.ip = str(peer[0]) if peer else ""
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            self.sock = sock
+        self.sock = tcp_socket(transport)
         if not self.listener.guard.admit(self.ip):
             self.metrics.rejected("connections")
             if self.listener.ssl is None:

@@ -122,7 +122,12 @@ class ProxyServer:
             if listener.mode == "tcp":
                 assert listener.pool is not None
                 relay = TcpRelay(
-                    self.pools[listener.pool], self.exchange.acl, self.guard, lim.idle_timeout
+                    self.pools[listener.pool],
+                    self.exchange.acl,
+                    self.guard,
+                    lim.idle_timeout,
+                    load=self.load,
+                    rtt=self.rtt,
                 )
                 self._tcp.append(relay)
                 factory = relay.protocol_factory

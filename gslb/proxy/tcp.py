@@ -9,10 +9,13 @@ import time
 from typing import TYPE_CHECKING
 
 from .balancers import extract_key
+from .tcpinfo import kernel_rtt, tcp_socket
 
 if TYPE_CHECKING:
+    from .load import LoadMeter
     from .pool import Pool
     from .protect import ConnectionGuard, IpAcl
+    from .rtt import RttTable
 
 log = logging.getLogger("gslb.proxy.tcp")
 BUFFER_HIGH = 256 * 1024  # pause reading when the other side is this far behind
@@ -73,8 +76,19 @@ class _Side(asyncio.Protocol):
 
 class TcpRelay:
     def __init__(
-        self, pool: Pool, acl: IpAcl, guard: ConnectionGuard, idle_timeout: float = 60.0
+        self,
+        pool: Pool,
+        acl: IpAcl,
+        guard: ConnectionGuard,
+        idle_timeout: float = 60.0,
+        *,
+        load: LoadMeter | None = None,
+        rtt: RttTable | None = None,
     ) -> None:
+        # A relayed connection counts as one request on the proxy's load meter (in flight while
+        # open), and its handshake gives the client network an RTT sample, as HTTP does.
+        self.load = load
+        self.rtt = rtt
         self.pool = pool
         self.acl = acl
         self.guard = guard
@@ -105,9 +119,17 @@ class TcpRelay:
             transport.abort()
             self._transports.discard(transport)
             return
+        if self.rtt is not None:
+            rtt = kernel_rtt(tcp_socket(transport))
+            if rtt is not None:
+                self.rtt.add(ip, rtt)
+        if self.load is not None:
+            self.load.begin()
         try:
             await self._relay(client, ip)
         finally:
+            if self.load is not None:
+                self.load.end()
             self.guard.release(ip)
             self._transports.discard(transport)
 

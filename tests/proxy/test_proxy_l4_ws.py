@@ -218,3 +218,27 @@ async def test_tcp_mode_closes_idle_relays(proxy, tcp_servers) -> None:  # type:
         writer.close()
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
+
+
+async def test_tcp_relays_count_as_load_and_give_rtt_samples(proxy, tcp_servers) -> None:  # type: ignore[no-untyped-def]
+    s = NamedServer("t0")
+    await s.start()
+    tcp_servers.append(s)
+    p = await proxy(tcp_settings([s.port]))
+    for _ in range(3):
+        assert (await talk(p.port, b"ping"))[1] == b"ping"
+    reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+    assert (await asyncio.wait_for(reader.readline(), 2)).strip() == b"t0"
+    load, networks, _now = p.load_report()
+    assert load.in_flight == 1  # the open relay
+    assert {n.network: n.samples for n in networks} == {"127.0.0.0/24": 4}
+    assert 0 < networks[0].rtt_ms < 50
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+    for _ in range(100):
+        load, _, _ = p.load_report()
+        if load.in_flight == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert load.in_flight == 0 and load.requests_per_second == pytest.approx(4 / 10)
