@@ -67,6 +67,7 @@ def test_explain_shows_the_latency_data():
         steps = {s["step"]: s["detail"] for s in report["steps"]}
         assert "us-east 20.0 ms" in steps["latency"]
         assert "measured for 127.2.5.0/24" in steps["latency"]  # the network behind it
+        assert report["scope_reason"].startswith("latency: the measured client network")
         clock.advance(30)
         report = h.engine.explain(service, *pack_client("127.2.5.7", 24))
         steps = {s["step"]: s["detail"] for s in report["steps"]}

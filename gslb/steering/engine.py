@@ -530,6 +530,18 @@ class SteeringEngine:
                     f" (answer map of {amap.range_count()} ranges, health epoch"
                     f" {maps[0].epoch}){fresh}"
                 )
+        if service.ordering == "latency":
+            return (
+                "latency: the measured client network; elsewhere the GeoIP network, kept clear"
+                " of every measured one"
+            )
+        if service.name in self._ramps:
+            return "a slow start or drain in progress: the hashed client network (/24, /56)"
+        if service.spillover > 1:
+            return (
+                "spillover: the hashed client network where its nearest datacenter is"
+                " unavailable, else its GeoIP network"
+            )
         if comp.uses_client:
             return "subnet rules or sticky hashing: the client network the answer depends on"
         return "the GeoIP network of the client (answer map not built)"
