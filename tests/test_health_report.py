@@ -279,12 +279,16 @@ async def test_reports_travel_from_proxy_pages_through_agents_into_the_snapshot(
         # The delays swap and east fills up: both reach the snapshot.
         east.body = page(480.0, 500.0, {"10.99.0.0/24": (120.0, 0.1)})
         west.body = page(31.0, 200.0, {"10.99.0.0/24": (40.0, 0.1), "10.98.0.0/24": (9.0, 0.2)})
+        # (each proxy page is checked on its own schedule: wait for both to land)
         await wait_for(
             lambda: (
                 holder.current.latency["10.99.0.0/24"]["west"][0] == pytest.approx(0.040)
+                and holder.current.latency["10.99.0.0/24"]["east"][0] == pytest.approx(0.120)
                 and holder.current.targets["east"].load == 480.0
             )
         )
+        # and the newest measurement wins over the old one another region may still hold
+        await asyncio.sleep(0.3)
         assert holder.current.latency["10.99.0.0/24"]["east"][0] == pytest.approx(0.120)
     finally:
         await monitor.stop()
