@@ -362,6 +362,7 @@ class ClientConn(asyncio.Protocol):
         self.deadline_kind = ""
         self.out: list[bytes] = []  # response bytes batched into one write per upstream read
         self.sock: Any = None  # the TCP socket, for its kernel RTT (None: not TCP)
+        self.rtt_key: str | None = None  # the client network its RTT samples go to
 
     # -- connection
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -375,6 +376,8 @@ class ClientConn(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.ip = str(peer[0]) if peer else ""
         self.sock = tcp_socket(transport)
+        if self.sock is not None:
+            self.rtt_key = self.listener.rtt.key(self.ip)
         if not self.listener.guard.admit(self.ip):
             self.metrics.rejected("connections")
             if self.listener.ssl is None:
@@ -597,9 +600,10 @@ class ClientConn(asyncio.Protocol):
         method = parser.get_method()
         version = parser.get_http_version()
         req.started = time.monotonic()
-        rtt = kernel_rtt(self.sock)  # the handshake has given the kernel a sample by now
-        if rtt is not None:
-            self.listener.rtt.add(self.ip, rtt)
+        if self.rtt_key is not None:
+            rtt = kernel_rtt(self.sock)  # the handshake has given the kernel a sample by now
+            if rtt is not None:
+                self.listener.rtt.add_sample(self.rtt_key, rtt)
         verdict = request_framing(method, version, req.url, req.headers, parser.should_keep_alive())
         if isinstance(verdict, Refusal):
             self._load(req)
@@ -1130,13 +1134,14 @@ class HttpListener:
         exchange: Exchange,
         guard: ConnectionGuard,
         metrics: ProxyMetrics,
-        ssl_context: ssl.SSLContext | None = None,
-        load: LoadMeter | None = None,
-        rtt: RttTable | None = None,
+        ssl_context: ssl.SSLContext | None,
+        load: LoadMeter,
+        rtt: RttTable,
     ) -> None:
         self.spec = spec
-        self.load = load if load is not None else LoadMeter(settings.capacity)
-        self.rtt = rtt if rtt is not None else RttTable(settings.rtt)
+        # The proxy's one meter and one table, shared by every listener (server.py).
+        self.load = load
+        self.rtt = rtt
         self.settings = settings
         self.exchange = exchange
         self.guard = guard

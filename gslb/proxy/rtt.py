@@ -69,11 +69,22 @@ class RttTable:
     def __len__(self) -> int:
         return len(self._nets)
 
+    def key(self, address: str) -> str | None:
+        """The table's key (client network) for a peer address; None: not an IP address.
+        A connection computes it once, not per request."""
+        return network_key(address, self.spec.prefix_v4, self.spec.prefix_v6)
+
     def add(self, address: str, rtt_seconds: float) -> str | None:
         """One RTT sample from a peer; returns its network (None: not an IP address)."""
-        key = network_key(address, self.spec.prefix_v4, self.spec.prefix_v6)
-        if key is None or rtt_seconds < 0:
-            return None
+        key = self.key(address)
+        if key is not None:
+            self.add_sample(key, rtt_seconds)
+        return key
+
+    def add_sample(self, key: str, rtt_seconds: float) -> None:
+        """One RTT sample for a client network (a key from `key()`)."""
+        if rtt_seconds < 0:
+            return
         now = self.clock.monotonic()
         ms = rtt_seconds * 1000.0
         entry = self._nets.get(key)
@@ -86,7 +97,6 @@ class RttTable:
             entry.samples += 1
             entry.last = now
             self._nets.move_to_end(key)
-        return key
 
     def expire(self) -> None:
         """Drop networks without a sample for max_age (their memory, not only their report)."""

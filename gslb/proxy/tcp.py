@@ -80,10 +80,10 @@ class TcpRelay:
         pool: Pool,
         acl: IpAcl,
         guard: ConnectionGuard,
-        idle_timeout: float = 60.0,
+        idle_timeout: float,
         *,
-        load: LoadMeter | None = None,
-        rtt: RttTable | None = None,
+        load: LoadMeter,
+        rtt: RttTable,
     ) -> None:
         # A relayed connection counts as one request on the proxy's load meter (in flight while
         # open), and its handshake gives the client network an RTT sample, as HTTP does.
@@ -119,17 +119,14 @@ class TcpRelay:
             transport.abort()
             self._transports.discard(transport)
             return
-        if self.rtt is not None:
-            rtt = kernel_rtt(tcp_socket(transport))
-            if rtt is not None:
-                self.rtt.add(ip, rtt)
-        if self.load is not None:
-            self.load.begin()
+        rtt = kernel_rtt(tcp_socket(transport))
+        if rtt is not None:
+            self.rtt.add(ip, rtt)
+        self.load.begin()
         try:
             await self._relay(client, ip)
         finally:
-            if self.load is not None:
-                self.load.end()
+            self.load.end()
             self.guard.release(ip)
             self._transports.discard(transport)
 
